@@ -1,0 +1,43 @@
+"""The songs example: ShimmieStack's songs app, on Flask.
+
+Run it with ``flask --app example_songs run``; switch stores with
+``FLASK_SHIMMIE_EVENT_STORE=sqlite:///songs.db flask --app example_songs run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from .commands import song_command
+from .model import SongList
+from .queries import song_query
+from .schemas import SongCreated, SongRenamed
+from .stack import stack
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "SHIMMIE_CORS": {"origins": "http://localhost:3000", "supports_credentials": True},
+}
+
+stack.register_model(SongList)
+stack.event_schema("SONG_CREATED", SongCreated)
+stack.event_schema("SONG_RENAMED", SongRenamed)
+stack.set_api_version("/v1")
+stack.mount_processor("Song Command", "/songs", song_command)
+stack.mount_processor("Song Query", "/songs", song_query)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the songs app: defaults, then ``FLASK_*`` environment variables, then ``config``."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULT_CONFIG)
+    app.config.from_prefixed_env()
+    if config:
+        app.config.from_mapping(config)
+    stack.init_app(app)
+    return app
+
+
+__all__ = ["create_app", "stack", "SongList"]

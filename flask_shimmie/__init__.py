@@ -1,0 +1,51 @@
+"""flask_shimmie: event-sourced web services with Flask.
+
+Write blueprints ("processors") and small read models; the stack records
+events in a swappable event store and delivers each, in order, to the models
+that subscribe to it.
+"""
+
+from __future__ import annotations
+
+from .dispatch import event_recorded, pii_erased, replay_finished, replay_started
+from .errors import (
+    ConfigurationError,
+    InvalidEventError,
+    ObjectLockedError,
+    PiiNotConfiguredError,
+    ReplayError,
+    SequenceTimeoutError,
+    ShimmieError,
+    StoreUnavailableError,
+    StreamVersionError,
+)
+from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
+from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
+from .models import Model, subscribe
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "PII_ERASED_EVENT",
+    "STREAM_EXISTS",
+    "ConfigurationError",
+    "Event",
+    "ExpectedVersion",
+    "InvalidEventError",
+    "Model",
+    "NewEvent",
+    "ObjectLockedError",
+    "PiiNotConfiguredError",
+    "ReplayError",
+    "SequenceTimeoutError",
+    "ShimmieError",
+    "ShimmieStack",
+    "StoreUnavailableError",
+    "StreamVersionError",
+    "current_stack",
+    "event_recorded",
+    "pii_erased",
+    "replay_finished",
+    "replay_started",
+    "subscribe",
+]

@@ -1,0 +1,308 @@
+"""Ordered, exactly-once delivery of events to models, over blinker signals.
+
+Each event name has a signal in a private :class:`blinker.Namespace`; models
+and functions connect to it with the app as sender. blinker leaves receiver
+order undefined and lets a receiver's exception stop the others, so the
+:class:`Dispatcher` calls the receivers itself: in subscription order, then
+the ``"*"`` receivers, one event at a time, in ``sequence_num`` order, under
+one dispatch lock, and it owns the error policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from blinker import Namespace, Signal
+from flask import Flask
+
+from .errors import ReplayError
+from .events import Event
+from .stores.base import EventStore
+
+_signals = Namespace()
+
+#: Sent after an event recorded by this process is stored and applied to the
+#: models here. Keyword argument: ``event`` (the :class:`Event`).
+event_recorded = _signals.signal("shimmie.event-recorded")
+#: Sent before a replay rebuilds the models. Keyword argument: ``from_sequence``.
+replay_started = _signals.signal("shimmie.replay-started")
+#: Sent after a replay finished. Keyword arguments: ``count`` (events applied)
+#: and ``last_sequence_num``.
+replay_finished = _signals.signal("shimmie.replay-finished")
+#: Sent after a stream's PII was erased. Keyword arguments: ``stream_id``,
+#: ``erased_events``.
+pii_erased = _signals.signal("shimmie.pii-erased")
+
+#: The event name whose receivers get every event.
+WILDCARD = "*"
+
+# Private: one signal per event name that models and functions subscribe to.
+_event_signals = Namespace()
+
+
+def event_signal(event_name: str) -> Signal:
+    """The (private) signal carrying events named ``event_name``."""
+    return _event_signals.signal(event_name)
+
+
+@dataclass(frozen=True, eq=False)
+class Receiver:
+    """A subscribed callable, with the name errors and health reports use."""
+
+    handler: Callable[[Event], Any]
+    #: ``Model.method`` or the function's qualified name.
+    label: str
+    #: The model's name, or the function's (what ``degraded_models`` lists).
+    owner: str
+
+    def __call__(self, sender: Any, *, event: Event) -> None:
+        self.handler(event)
+
+
+class Dispatcher:
+    """Applies stored events to one app's receivers, in order, exactly once.
+
+    ``last_handled`` is the position applied here. Writers :meth:`offer` the
+    events they just stored (so the common case needs no read back) and then
+    :meth:`ensure_handled` their own position: read-your-writes.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        store: EventStore,
+        decode: Callable[[list[Event]], list[Event]],
+        logger: logging.Logger,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.decode = decode
+        self.logger = logger
+        self.last_handled = 0
+        #: Until live, writes are stored but not delivered (startup replays them).
+        self.live = False
+        #: owner -> the last error message of a receiver that failed after startup.
+        self.degraded: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._wanted = 0
+        self._pending: dict[int, Event] = {}
+        self._pending_lock = threading.Lock()
+        self._receivers: dict[str, tuple[Receiver, ...]] = {}
+        self._connected: list[tuple[str, Receiver]] = []
+
+    # -- subscriptions -------------------------------------------------------
+
+    def connect(self, event_name: str, receiver: Receiver) -> None:
+        """Subscribe ``receiver`` to ``event_name`` for this app."""
+        event_signal(event_name).connect(receiver, sender=self.app, weak=False)
+        self._connected.append((event_name, receiver))
+        self._receivers.clear()
+
+    def disconnect_owner(self, owner: object) -> None:
+        """Unsubscribe every receiver whose handler is bound to ``owner``."""
+        keep = []
+        for event_name, receiver in self._connected:
+            if getattr(receiver.handler, "__self__", None) is owner:
+                event_signal(event_name).disconnect(receiver, sender=self.app)
+            else:
+                keep.append((event_name, receiver))
+        self._connected = keep
+        self._receivers.clear()
+
+    def receivers(self, event_name: str) -> tuple[Receiver, ...]:
+        """The receivers of ``event_name`` in delivery order (named first, then ``"*"``)."""
+        found = self._receivers.get(event_name)
+        if found is None:
+            app = self.app
+            named = [r for r in event_signal(event_name).receivers_for(app) if isinstance(r, Receiver)]
+            wild = [r for r in event_signal(WILDCARD).receivers_for(app) if isinstance(r, Receiver)]
+            order = {id(receiver): index for index, (_, receiver) in enumerate(self._connected)}
+            named.sort(key=lambda r: order.get(id(r), 0))
+            wild.sort(key=lambda r: order.get(id(r), 0))
+            found = tuple(named) + (tuple(wild) if event_name != WILDCARD else ())
+            self._receivers[event_name] = found
+        return found
+
+    def after_fork(self) -> None:
+        """New locks in a forked child: a lock held by a parent thread would never be released."""
+        self.live = False
+        self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._local = threading.local()
+        self._pending.clear()
+
+    # -- delivery ------------------------------------------------------------
+
+    @property
+    def dispatching(self) -> bool:
+        """True in a thread that is applying events right now (inside a handler)."""
+        return bool(getattr(self._local, "active", False))
+
+    def offer(self, events: Iterable[Event]) -> None:
+        """Hand over events this process just stored, with their data as delivered."""
+        with self._pending_lock:
+            for event in events:
+                if event.sequence_num > self.last_handled:
+                    self._pending[event.sequence_num] = event
+
+    def ensure_handled(self, target: int | None = None, timeout: float | None = None) -> int:
+        """Apply every stored event up to ``target`` (default: the store's last).
+
+        Called from a handler, it only raises the goal: the outer delivery
+        goes on to the new events once the current one has finished. Returns
+        the last handled position.
+        """
+        if target is None:
+            target = self.store.last_sequence_num()
+        if self.last_handled >= target or not self.live:
+            return self.last_handled
+        if self.dispatching:
+            self._wanted = max(self._wanted, target)
+            return self.last_handled
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return self.last_handled
+        try:
+            self._local.active = True
+            self._wanted = max(self._wanted, target)
+            self._deliver(strict=False, replay=False)
+        finally:
+            self._local.active = False
+            self._lock.release()
+        return self.last_handled
+
+    def wait_for(self, target: int, timeout: float) -> int:
+        """Apply events until ``target`` is handled here or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            handled = self.ensure_handled(target, timeout=max(deadline - time.monotonic(), 0))
+            remaining = deadline - time.monotonic()
+            if handled >= target or remaining <= 0:
+                return handled
+            self.store.wait_for_events(handled, min(remaining, 0.5))
+
+    def replay_into_live(self) -> int:
+        """Startup: apply every stored event not yet handled, with ``replay=True``.
+
+        A receiver error raises :class:`ReplayError`. Afterwards the
+        dispatcher is live. Returns how many events were applied.
+        """
+        with self._lock:
+            self._local.active = True
+            try:
+                before = self.last_handled
+                self._wanted = self.store.last_sequence_num()
+                self._deliver(strict=True, replay=True)
+                self.live = True
+                # Writes made during startup (pre-init functions) are delivered now.
+                self._wanted = self.store.last_sequence_num()
+                self._deliver(strict=True, replay=True)
+                return self.last_handled - before
+            finally:
+                self._local.active = False
+
+    def rebuild(
+        self,
+        receivers: dict[str, tuple[Receiver, ...]],
+        from_sequence: int,
+        swap: Callable[[], None],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply stored events from ``from_sequence`` to ``receivers`` alone, then ``swap``.
+
+        Live delivery waits meanwhile. First catches the current receivers up
+        to the store's last position, so that the rebuilt ones and they stand
+        at the same place. A receiver error raises :class:`ReplayError` and
+        ``swap`` is not called. Returns how many events were applied.
+        """
+        with self._lock:
+            self._local.active = True
+            try:
+                self._wanted = self.store.last_sequence_num()
+                self._deliver(strict=False, replay=False)
+                count = 0
+                for page in self._pages(from_sequence - 1, self.last_handled):
+                    for event in page:
+                        event = dataclasses.replace(event, replay=True)
+                        for receiver in receivers.get(event.event_name, ()) + receivers.get(WILDCARD, ()):
+                            self._call(receiver, event, strict=True)
+                        count += 1
+                    if progress is not None:
+                        progress(len(page))
+                swap()
+                self._receivers.clear()
+                return count
+            finally:
+                self._local.active = False
+
+    def _pages(self, after: int, upto: int, size: int = 1000) -> Iterable[list[Event]]:
+        while after < upto:
+            page = [e for e in self.store.read(after, size) if e.sequence_num <= upto]
+            if not page:
+                return
+            yield self.decode(page)
+            after = page[-1].sequence_num
+
+    def _deliver(self, *, strict: bool, replay: bool) -> None:
+        while self.last_handled < self._wanted:
+            events = self._take_pending()
+            if not events:
+                page = self.store.read(self.last_handled, 1000)
+                if not page:
+                    break
+                events = self.decode(page)
+            for event in events:
+                if event.sequence_num != self.last_handled + 1:
+                    if event.sequence_num <= self.last_handled:
+                        continue
+                    # Stores are gap-free; a gap means the store broke its promise.
+                    # Stop rather than skip an event: the next call tries again.
+                    self.logger.error(
+                        "Expected event %s but the store gave %s; delivery paused",
+                        self.last_handled + 1,
+                        event.sequence_num,
+                    )
+                    self._wanted = self.last_handled
+                    return
+                if replay:
+                    event = dataclasses.replace(event, replay=True)
+                for receiver in self.receivers(event.event_name):
+                    self._call(receiver, event, strict=strict)
+                self.last_handled = event.sequence_num
+        self._wanted = self.last_handled
+        if self._pending:
+            with self._pending_lock:
+                for position in [p for p in self._pending if p <= self.last_handled]:
+                    del self._pending[position]
+
+    def _take_pending(self) -> list[Event]:
+        taken = []
+        with self._pending_lock:
+            pending = self._pending
+            position = self.last_handled + 1
+            while position in pending:
+                taken.append(pending.pop(position))
+                position += 1
+        return taken
+
+    def _call(self, receiver: Receiver, event: Event, *, strict: bool) -> None:
+        try:
+            receiver.handler(event)
+        except Exception as error:
+            if strict:
+                raise ReplayError(event, receiver.label, error) from error
+            self.degraded[receiver.owner] = f"{type(error).__name__}: {error}"
+            self.logger.error(
+                "%s failed on event %s (%s on stream %r); the event is stored, the model may be stale",
+                receiver.label,
+                event.sequence_num,
+                event.event_name,
+                event.stream_id,
+                exc_info=error,
+            )

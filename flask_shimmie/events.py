@@ -1,0 +1,84 @@
+"""The event types: what is recorded, what models receive, and expected versions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Union
+
+
+class ExpectedVersion(enum.Enum):
+    """Symbolic expectations about a stream's version, for checked writes."""
+
+    #: Do not check the stream at all.
+    ANY = "ANY"
+    #: The stream must have no events yet.
+    NO_STREAM = "NO_STREAM"
+    #: The stream must have at least one event.
+    STREAM_EXISTS = "STREAM_EXISTS"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+#: An expected version: one of the constants above, or the version of the
+#: stream's last event (an ``int``, 1 for a stream with one event).
+Expected = Union[int, ExpectedVersion]  # noqa: UP007 - a runtime alias on Python 3.10
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A recorded event, as models receive it and reads return it.
+
+    ``data`` carries the payload with any PII merged back in (or anonymised
+    values once the PII has been erased, then ``pii_erased`` is true).
+    ``pii_fields`` names the dotted paths of ``data`` that are PII.
+    """
+
+    sequence_num: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    event_name: str
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    recorded_at: datetime
+    replay: bool = False
+    pii_erased: bool = False
+    schema_version: int = 1
+    pii_fields: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict with the field names of :class:`Event`."""
+        return {
+            "sequence_num": self.sequence_num,
+            "stream_id": self.stream_id,
+            "stream_version": self.stream_version,
+            "event_id": self.event_id,
+            "event_name": self.event_name,
+            "data": self.data,
+            "meta": self.meta,
+            "recorded_at": self.recorded_at.isoformat(),
+            "replay": self.replay,
+            "pii_erased": self.pii_erased,
+            "schema_version": self.schema_version,
+            "pii_fields": list(self.pii_fields),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to record with :meth:`ShimmieStack.record_events`."""
+
+    stream_id: str
+    event_name: str
+    data: dict[str, Any]
+    meta: dict[str, Any] | None = None
+    pii_fields: Sequence[str] | None = None
+    event_id: str | None = None

@@ -1,0 +1,541 @@
+"""The :class:`ShimmieStack` extension: configuration, mounting, lifecycle, recording."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from flask import Blueprint, Flask, current_app
+from marshmallow import Schema
+from werkzeug.local import LocalProxy
+
+from .dispatch import Receiver, event_recorded, pii_erased, replay_finished, replay_started
+from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
+from .events import Event, Expected, NewEvent
+from .follower import Follower
+from .models import Model
+from .recording import check_expected, check_expected_versions, check_name
+from .request_hooks import install_request_hooks
+from .schemas import PayloadTypes, Upcaster, arguments
+from .settings import Settings, normalise_prefix
+from .state import AppState, model_receivers
+from .stores.base import AppendBatch
+
+M = TypeVar("M", bound=Model)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The event recorded on a stream when its PII is erased.
+PII_ERASED_EVENT = "shimmie.pii_erased"
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class _Mount:
+    name: str
+    mount_point: str
+    blueprint: Blueprint
+    api_version: str | None
+
+
+class ShimmieStack:
+    """An event-sourced service on Flask: processors, models, an event store.
+
+    ``ShimmieStack(app)`` or ``stack = ShimmieStack()`` then
+    ``stack.init_app(app)``. Registrations (processors, models, subscribers,
+    schemas, init functions) apply to every app the stack is, or will be,
+    initialised on. Per-app state lives in ``app.extensions["shimmie"]``.
+    """
+
+    def __init__(self, app: Flask | None = None, *, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("flask_shimmie")
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._api_version: str | None = None
+        self._mounts: list[_Mount] = []
+        self._models: list[type[Model]] = []
+        self._functions: list[tuple[str, Callable[[Event], Any]]] = []
+        self._pre_init: list[Callable[[], Any]] = []
+        self._post_init: list[Callable[[], Any]] = []
+        self._types = PayloadTypes()
+        if app is not None:
+            self.init_app(app)
+
+    # -- set-up ---------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Read the ``SHIMMIE_*`` config of ``app`` and attach the stack to it.
+
+        Builds (but does not open) the stores, creates the model instances,
+        registers the processors mounted so far, the JSON error handlers and
+        the request hooks. Raises :class:`ConfigurationError` for a bad value.
+        """
+        if "shimmie" in app.extensions:
+            raise RuntimeError(
+                f"A ShimmieStack is already initialised on app {app.name!r}. Call init_app() once per "
+                "app; to start over, create a new app (an app factory does)."
+            )
+        settings = Settings.from_config(app.config)
+        state = AppState(self, app, settings, self.logger)
+        app.extensions["shimmie"] = state
+        register_error_handlers(app)
+        install_request_hooks(app, self, state)
+        if settings.cors is not None:
+            from flask_cors import CORS
+
+            CORS(app, **dict(settings.cors))
+        for model_cls in self._models:
+            state.add_model(model_cls)
+        for event_name, handler in self._functions:
+            state.add_function(event_name, handler)
+        for mount in self._mounts:
+            self._register_mount(app, settings, mount)
+        self._apps.add(app)
+
+    def set_logger(self, logger: logging.Logger) -> ShimmieStack:
+        """Log through ``logger`` instead of ``logging.getLogger("flask_shimmie")``. Chainable."""
+        self.logger = logger
+        for app in list(self._apps):
+            state = app.extensions["shimmie"]
+            state.logger = state.dispatcher.logger = logger
+        return self
+
+    def set_api_version(self, version: str) -> ShimmieStack:
+        """Prefix the processors mounted from now on with ``version`` (``"/v1"``). Chainable.
+
+        ``""`` clears it. Without it, ``SHIMMIE_API_VERSION`` applies.
+        """
+        self._api_version = normalise_prefix(version, "api version")
+        return self
+
+    def mount_processor(self, name: str, mount_point: str, blueprint: Blueprint) -> ShimmieStack:
+        """Register ``blueprint`` at ``<api version><mount_point>`` on every app. Chainable.
+
+        Several processors may share a mount point (a command and a query
+        blueprint both at ``/songs``). Mount before an app's first request.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("mount_processor() needs a processor name, e.g. 'Song Command'.")
+        if not isinstance(mount_point, str) or not mount_point.strip():
+            raise ValueError(f"mount_processor({name!r}) needs a mount point, e.g. '/songs'.")
+        if not isinstance(blueprint, Blueprint):
+            raise TypeError(f"mount_processor({name!r}) needs a flask.Blueprint, not {blueprint!r}.")
+        mount = _Mount(
+            name.strip(), normalise_prefix(mount_point, "mount point"), blueprint, self._api_version
+        )
+        self._mounts.append(mount)
+        for app in list(self._apps):
+            self._register_mount(app, app.extensions["shimmie"].settings, mount)
+        return self
+
+    def _register_mount(self, app: Flask, settings: Settings, mount: _Mount) -> None:
+        version = settings.api_version if mount.api_version is None else mount.api_version
+        app.register_blueprint(mount.blueprint, url_prefix=f"{version}{mount.mount_point}" or None)
+
+    def register_model(self, model_cls: type[M]) -> type[M]:
+        """Give every app one instance of ``model_cls``; usable as a class decorator.
+
+        Registered after an app started, the new instance is filled from the
+        events stored so far before it receives live ones.
+        """
+        if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):
+            raise TypeError(f"register_model() needs a Model subclass, not {model_cls!r}.")
+        if model_cls in self._models:
+            raise ValueError(f"{model_cls.__qualname__} is already registered.")
+        self._models.append(model_cls)
+        for app in list(self._apps):
+            state: AppState = app.extensions["shimmie"]
+            if not state.started:
+                state.add_model(model_cls)
+                continue
+            instance = model_cls()
+            pairs = model_receivers(instance)
+
+            def connect(
+                state: AppState = state, instance: Model = instance, pairs: list[tuple[str, Receiver]] = pairs
+            ) -> None:
+                for event_name, receiver in pairs:
+                    state.dispatcher.connect(event_name, receiver)
+                state.models[model_cls] = instance
+
+            state.dispatcher.rebuild(_by_name(pairs), 1, connect)
+        return model_cls
+
+    def model(self, model_cls: type[M]) -> M:
+        """The instance of ``model_cls`` for the current app."""
+        state = self._state(start=False)
+        try:
+            return state.models[model_cls]  # type: ignore[return-value]
+        except KeyError:
+            raise LookupError(
+                f"No registered model {getattr(model_cls, '__qualname__', model_cls)!r}; "
+                "call stack.register_model() first."
+            ) from None
+
+    @overload
+    def subscribe(self, event_name: str) -> Callable[[F], F]: ...
+
+    @overload
+    def subscribe(self, event_name: str, handler: F) -> F: ...
+
+    def subscribe(self, event_name: str, handler: Any = None) -> Any:
+        """Call ``handler(event)`` for every ``event_name`` event (``"*"``: every event).
+
+        Usable as ``@stack.subscribe("SONG_CREATED")``. A function receives the
+        events of startup replay, and live events, but is not called again by
+        :meth:`replay`, which rebuilds models only.
+        """
+        check_name(event_name, "event_name")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"subscribe() needs a callable, not {fn!r}.")
+            self._functions.append((event_name, fn))
+            for app in list(self._apps):
+                app.extensions["shimmie"].add_function(event_name, fn)
+            return fn
+
+        return register if handler is None else register(handler)
+
+    def register_pre_init(self, fn: Callable[[], Any]) -> ShimmieStack:
+        """Run ``fn()`` at startup, after the stores open and before the replay. Chainable."""
+        self._pre_init.append(fn)
+        return self
+
+    def register_post_init(self, fn: Callable[[], Any]) -> ShimmieStack:
+        """Run ``fn()`` at startup, once the models are up to date. Chainable."""
+        self._post_init.append(fn)
+        return self
+
+    def event_schema(self, event_name: str, schema: Schema | type[Schema]) -> ShimmieStack:
+        """Validate ``event_name`` payloads with a marshmallow ``schema``. Chainable.
+
+        What is stored is ``schema.dump(schema.load(data))``; fields with
+        ``metadata={"pii": True}`` are PII. Invalid data raises
+        :class:`marshmallow.ValidationError` (422 in a request).
+        """
+        self._types.set_schema(check_name(event_name, "event_name"), schema)
+        return self
+
+    def upcaster(self, event_name: str, from_version: int, fn: Upcaster) -> ShimmieStack:
+        """Register ``fn(data) -> data`` upgrading payloads of ``from_version`` by one. Chainable."""
+        self._types.add_upcaster(check_name(event_name, "event_name"), from_version, fn)
+        return self
+
+    def arguments(self, schema: Schema | type[Schema], location: str = "json") -> Callable[[F], F]:
+        """Decorate a view: validate the request's ``location`` and pass the loaded data.
+
+        The loaded data is the view's first positional argument, the URL's
+        arguments follow as keywords (as flask-smorest does); invalid data
+        answers 422 with ``errors`` nested by location.
+        """
+        return arguments(schema, location)
+
+    def _load_payload(self, event_name: str, data: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return self._types.load(event_name, data)
+
+    def _schema_version(self, event_name: str) -> int:
+        return self._types.version(event_name)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def startup(self, app: Flask | None = None) -> None:
+        """Open the stores, run the pre-init functions, replay, run the post-init functions.
+
+        Every stored event is applied to the models with ``replay=True``. A
+        model error aborts startup with :class:`~flask_shimmie.errors.ReplayError`
+        naming the event and the model. Idempotent.
+        """
+        app = self._app(app)
+        state = self._state_of(app)
+        with state.start_lock:
+            if state.started or state.starting:
+                return
+            state.starting = True
+            try:
+                with app.app_context():
+                    self._start(app, state)
+            except BaseException:
+                state.close_stores()
+                raise
+            finally:
+                state.starting = False
+
+    def _start(self, app: Flask, state: AppState) -> None:
+        state.open_stores()
+        for fn in self._pre_init:
+            fn()
+        if replay_started.receivers:
+            replay_started.send(app, from_sequence=state.dispatcher.last_handled + 1)
+        count = state.dispatcher.replay_into_live()
+        self.logger.info("Replayed %s events into %s models", count, len(state.models))
+        if replay_finished.receivers:
+            replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)
+        state.started = True
+        for fn in self._post_init:
+            fn()
+        if state.event_store.backend != "memory":
+            state.follower = Follower(app, state.dispatcher, self.logger)
+            state.follower.start()
+
+    def shutdown(self, app: Flask | None = None) -> None:
+        """Stop following the store and close its connections. ``startup()`` reopens."""
+        app = self._app(app)
+        state = self._state_of(app)
+        with state.start_lock:
+            if state.follower is not None:
+                state.follower.stop()
+                state.follower = None
+            state.close_stores()
+            state.started = False
+            state.dispatcher.live = False
+
+    def replay(self, from_sequence: int = 1, *, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild the models; return how many events were applied.
+
+        ``from_sequence=1`` builds fresh model instances from every stored
+        event and swaps them in only if the whole replay succeeded (a model
+        error raises :class:`~flask_shimmie.errors.ReplayError` and leaves the
+        previous instances in place). A later ``from_sequence`` applies the
+        events from there on onto the current instances. ``progress(n)`` is
+        called after each page of ``n`` events.
+        """
+        if not isinstance(from_sequence, int) or isinstance(from_sequence, bool) or from_sequence < 1:
+            raise ValueError(f"from_sequence must be a position >= 1, not {from_sequence!r}.")
+        state = self._state()
+        app = state.app
+        if replay_started.receivers:
+            replay_started.send(app, from_sequence=from_sequence)
+        if from_sequence == 1:
+            fresh = {cls: cls() for cls in state.models}
+            pairs = [pair for instance in fresh.values() for pair in model_receivers(instance)]
+
+            def swap() -> None:
+                for instance in state.models.values():
+                    state.dispatcher.disconnect_owner(instance)
+                for event_name, receiver in pairs:
+                    state.dispatcher.connect(event_name, receiver)
+                state.models = fresh
+                for cls in fresh:
+                    state.dispatcher.degraded.pop(cls.model_name(), None)
+
+        else:
+            pairs = [pair for instance in state.models.values() for pair in model_receivers(instance)]
+
+            def swap() -> None:
+                pass
+
+        count = state.dispatcher.rebuild(_by_name(pairs), from_sequence, swap, progress)
+        if replay_finished.receivers:
+            replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)
+        return count
+
+    # -- recording ------------------------------------------------------------
+
+    def record_event(
+        self,
+        stream_id: str,
+        event_name: str,
+        data: Mapping[str, Any],
+        *,
+        expected_version: Expected = _MISSING,
+        expected_versions: Mapping[str, Expected] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        pii_fields: Sequence[str] | None = None,
+        event_id: str | None = None,
+    ) -> Event:
+        """Record one event if the streams are at the expected versions.
+
+        Give exactly one of ``expected_version`` (for ``stream_id``) or
+        ``expected_versions`` (``{stream_id: expected}`` over any streams).
+        Raises :class:`StreamVersionError` (409) on a mismatch and writes
+        nothing. Returns the event once the models here have applied it.
+        """
+        if (expected_version is _MISSING) == (expected_versions is None):
+            raise TypeError(
+                "record_event() needs exactly one of expected_version= or expected_versions=; "
+                "use record_unchecked_event() to write without a check."
+            )
+        if expected_versions is not None:
+            expected = check_expected_versions(expected_versions)
+        else:
+            expected = {check_name(stream_id, "stream_id"): check_expected(stream_id, expected_version)}
+        new = NewEvent(stream_id, event_name, dict(data) if isinstance(data, Mapping) else data, _meta(meta),
+                       pii_fields, event_id)  # fmt: skip
+        return self._record([new], expected)[0]
+
+    def record_unchecked_event(
+        self,
+        stream_id: str,
+        event_name: str,
+        data: Mapping[str, Any],
+        *,
+        meta: Mapping[str, Any] | None = None,
+        pii_fields: Sequence[str] | None = None,
+        event_id: str | None = None,
+    ) -> Event:
+        """Record one event without a version check."""
+        new = NewEvent(stream_id, event_name, dict(data) if isinstance(data, Mapping) else data, _meta(meta),
+                       pii_fields, event_id)  # fmt: skip
+        return self._record([new], {})[0]
+
+    def record_events(
+        self, events: Sequence[NewEvent], expected_versions: Mapping[str, Expected] | None = None
+    ) -> list[Event]:
+        """Record a batch atomically: all of it, or (on a failed check) none."""
+        expected = check_expected_versions(expected_versions) if expected_versions is not None else {}
+        return self._record(list(events), expected)
+
+    def record_unchecked_events(self, events: Sequence[NewEvent]) -> list[Event]:
+        """Record a batch atomically, without version checks."""
+        return self._record(list(events), {})
+
+    def _record(self, events: list[NewEvent], expected: dict[str, Expected]) -> list[Event]:
+        state = self._state()
+        pending = state.preparer.prepare_all(events)
+        if not pending:
+            return []
+        result = state.append(AppendBatch(pending, expected))
+        stored = result.events
+        dispatcher = state.dispatcher
+        if result.created:
+            dispatcher.offer(stored)
+        else:
+            stored = state.decode(stored)
+        dispatcher.ensure_handled(stored[-1].sequence_num)
+        if result.created and event_recorded.receivers:
+            for event in stored:
+                event_recorded.send(state.app, event=event)
+        return stored
+
+    def lock_stream(self, stream_id: str, timeout: float = 5.0) -> AbstractContextManager[None]:
+        """Hold a pessimistic lock on ``stream_id`` (across processes on PostgreSQL and SQLite).
+
+        Raises :class:`ObjectLockedError` (409) if it is not obtained within
+        ``timeout`` seconds. Only other ``lock_stream`` callers wait on it.
+        """
+        lock: AbstractContextManager[None] = self._state().event_store.lock_stream(
+            check_name(stream_id, "stream_id"), timeout
+        )
+        return lock
+
+    # -- reading --------------------------------------------------------------
+
+    def history(
+        self, stream_ids: str | Iterable[str], event_names: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """The events of ``stream_ids`` in order, with ``created_at`` / ``updated_at``."""
+        ids = [stream_ids] if isinstance(stream_ids, str) else list(stream_ids)
+        for stream_id in ids:
+            check_name(stream_id, "stream_id")
+        names = [event_names] if isinstance(event_names, str) else event_names
+        state = self._state()
+        events = state.decode(state.event_store.read(0, stream_ids=ids, event_names=names))
+        created: datetime | None = events[0].recorded_at if events else None
+        updated: datetime | None = events[-1].recorded_at if events else None
+        return {"history": events, "created_at": created, "updated_at": updated}
+
+    def read_events(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        """Stored events after position ``after`` (at most ``limit``), PII merged."""
+        state = self._state()
+        return state.decode(
+            state.event_store.read(after, limit, stream_ids=stream_ids, event_names=event_names)
+        )
+
+    def erase_pii(self, stream_id: str) -> int:
+        """Erase every event's PII on ``stream_id`` for good; return how many events had some.
+
+        Records a ``shimmie.pii_erased`` event ``{"erased_events": n}`` on the
+        stream; from then on its PII fields read as anonymised values.
+        """
+        state = self._state()
+        check_name(stream_id, "stream_id")
+        if state.pii_store is None:
+            raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: there is no PII to erase.")
+        count = state.pii_store.erase_stream(stream_id)
+        self.record_unchecked_event(stream_id, PII_ERASED_EVENT, {"erased_events": count})
+        if pii_erased.receivers:
+            pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
+        return count
+
+    @property
+    def last_handled_sequence_num(self) -> int:
+        """The position applied to this process's models, for the current app."""
+        return self._state().dispatcher.last_handled
+
+    def ensure_handled(self, min_sequence_num: int | None = None) -> int:
+        """Apply stored events up to ``min_sequence_num`` (default: the store's last).
+
+        Returns the last handled position.
+        """
+        return self._state().dispatcher.ensure_handled(min_sequence_num)
+
+    # -- app and state lookup -------------------------------------------------
+
+    def _app(self, app: Flask | None) -> Flask:
+        if app is not None:
+            return app
+        try:
+            found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            raise RuntimeError(
+                "This ShimmieStack call needs an app: call it inside an app context "
+                "(with app.app_context(): ...) or pass app=."
+            ) from None
+        return found
+
+    def _state_of(self, app: Flask) -> AppState:
+        state = app.extensions.get("shimmie")
+        if state is None or state.stack is not self:
+            raise RuntimeError(
+                f"This ShimmieStack is not initialised on app {app.name!r}. "
+                "Did you forget to call init_app(app)?"
+            )
+        return state  # type: ignore[no-any-return]
+
+    def _state(self, app: Flask | None = None, *, start: bool = True) -> AppState:
+        state = self._state_of(self._app(app))
+        if state.pid != os.getpid():
+            state.after_fork()
+        if start and not state.started:
+            if not state.settings.auto_startup and not state.starting:
+                raise ShimmieError(
+                    "The stack has not started and SHIMMIE_AUTO_STARTUP is False; call stack.startup()."
+                )
+            self.startup(state.app)
+        return state
+
+
+def _meta(meta: Any) -> Any:
+    return dict(meta) if isinstance(meta, Mapping) else meta
+
+
+def _by_name(pairs: list[tuple[str, Receiver]]) -> dict[str, tuple[Receiver, ...]]:
+    table: dict[str, tuple[Receiver, ...]] = {}
+    for event_name, receiver in pairs:
+        table[event_name] = table.get(event_name, ()) + (receiver,)
+    return table
+
+
+def _current_stack() -> ShimmieStack:
+    state = current_app.extensions.get("shimmie")
+    if state is None:
+        raise RuntimeError("No ShimmieStack is initialised on the current app. Did you call init_app(app)?")
+    stack: ShimmieStack = state.stack
+    return stack
+
+
+#: The :class:`ShimmieStack` of ``current_app``.
+current_stack: ShimmieStack = LocalProxy(_current_stack)  # type: ignore[assignment]

@@ -1,0 +1,52 @@
+"""The background thread that applies events other processes write."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from .dispatch import Dispatcher
+
+
+class Follower:
+    """Follows the store and applies new events to this process's models.
+
+    It waits on the store (LISTEN/NOTIFY on PostgreSQL, a cheap poll on
+    SQLite), so another process's event is normally applied well within a
+    second. Errors are logged and retried with a growing pause; it never dies
+    of one.
+    """
+
+    def __init__(self, app: Flask, dispatcher: Dispatcher, logger: logging.Logger) -> None:
+        self.app = app
+        self.dispatcher = dispatcher
+        self.logger = logger
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shimmie-follower", daemon=True)
+
+    def start(self) -> None:
+        """Start following."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop, and wait for it (at most ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        pause = 0.1
+        with self.app.app_context():
+            while not self._stop.is_set():
+                try:
+                    dispatcher = self.dispatcher
+                    position = dispatcher.store.wait_for_events(dispatcher.last_handled, 1.0)
+                    if position > dispatcher.last_handled and not self._stop.is_set():
+                        dispatcher.ensure_handled(position)
+                    pause = 0.1
+                except Exception:
+                    self.logger.exception("Following the event store failed; retrying in %.1fs", pause)
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, 5.0)

@@ -1,0 +1,65 @@
+"""Read models: plain classes whose methods subscribe to events.
+
+.. code-block:: python
+
+    class SongList(Model):
+        def __init__(self) -> None:
+            self.songs: list[dict] = []
+
+        @subscribe("SONG_CREATED")
+        def created(self, event: Event) -> None:
+            self.songs.append(event.data)
+
+The stack makes one instance per app (``stack.register_model(SongList)``),
+delivers every event it subscribes to exactly once and in order, and rebuilds
+it from scratch on ``stack.replay()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__shimmie_subscriptions__"
+
+
+def subscribe(*event_names: str) -> Callable[[F], F]:
+    """Mark a :class:`Model` method as the handler of ``event_names`` (``"*"`` = every event)."""
+    if not event_names or not all(isinstance(name, str) and name for name in event_names):
+        raise TypeError("subscribe() takes one or more event names, e.g. @subscribe('SONG_CREATED').")
+
+    def mark(method: F) -> F:
+        setattr(method, _MARK, getattr(method, _MARK, ()) + tuple(event_names))
+        return method
+
+    return mark
+
+
+class Model:
+    """Base class of read models. Subclasses need a constructor without arguments."""
+
+    @classmethod
+    def subscriptions(cls) -> list[tuple[str, str]]:
+        """``(event_name, method_name)`` pairs, in definition order, base classes first."""
+        found: dict[str, tuple[str, ...]] = {}
+        for klass in reversed(cls.__mro__):
+            for name, member in vars(klass).items():
+                names = getattr(member, _MARK, None)
+                if names is not None:
+                    found[name] = names
+                elif name in found:
+                    del found[name]  # overridden without @subscribe: no longer a handler
+        return [(event_name, method) for method, names in found.items() for event_name in names]
+
+    @classmethod
+    def model_name(cls) -> str:
+        """The name health reports and errors use for this model."""
+        return readable_name(cls)
+
+
+def readable_name(obj: Any) -> str:
+    """``obj``'s qualified name without the ``<locals>`` of enclosing functions."""
+    name = getattr(obj, "__qualname__", None) or repr(obj)
+    return str(name).rsplit("<locals>.", 1)[-1]

@@ -1,0 +1,149 @@
+"""Turning what a caller asks to record into events a store can append.
+
+Everything here runs before a store is touched, so bad input is refused with a
+clear :class:`InvalidEventError` and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .errors import InvalidEventError, PiiNotConfiguredError
+from .events import Expected, ExpectedVersion, NewEvent
+from .pii.fields import split_pii
+from .stores.base import PendingEvent
+
+#: The longest stream id or event name a store accepts.
+MAX_NAME_LENGTH = 255
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def to_json(value: Any, what: str) -> str:
+    """Encode ``value`` as compact JSON, refusing what JSON cannot carry."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidEventError(f"{what} is not JSON-serialisable: {error}") from None
+
+
+def check_name(value: Any, what: str) -> str:
+    """Return ``value`` if it is a usable stream id or event name."""
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{what} must be a string, not {type(value).__name__}.")
+    if not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise InvalidEventError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters long (got {len(value)}).")
+    if "\x00" in value:
+        raise InvalidEventError(f"{what} must not contain NUL characters.")
+    return value
+
+
+def check_event_id(value: Any) -> str:
+    """Return ``value`` as a canonical UUID string, or a new one when ``None``."""
+    if value is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(str(value))) if isinstance(value, (str, uuid.UUID)) else _bad_id(value)
+    except ValueError:
+        return _bad_id(value)
+
+
+def _bad_id(value: Any) -> str:
+    raise InvalidEventError(f"event_id must be a UUID, not {value!r:.60}.")
+
+
+def check_expected(stream_id: str, value: Any) -> Expected:
+    """Return ``value`` if it is an expected version."""
+    if isinstance(value, ExpectedVersion):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise InvalidEventError(
+        f"Expected version for stream {stream_id!r} must be ANY, NO_STREAM, STREAM_EXISTS or a "
+        f"version number >= 0, not {value!r:.60}."
+    )
+
+
+def check_expected_versions(expected: Any) -> dict[str, Expected]:
+    """Validate an ``expected_versions`` mapping."""
+    if not isinstance(expected, Mapping):
+        raise InvalidEventError("expected_versions must map stream ids to expected versions.")
+    return {check_name(k, "A stream id"): check_expected(k, v) for k, v in expected.items()}
+
+
+class EventPreparer:
+    """Validates and encodes events for one app.
+
+    ``load`` validates a payload against the event's schema, if any, and
+    returns the data to store with the PII paths its schema declares.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str, dict[str, Any]], tuple[dict[str, Any], tuple[str, ...]]],
+        schema_version: Callable[[str], int],
+        pii_enabled: bool,
+    ) -> None:
+        self.load = load
+        self.schema_version = schema_version
+        self.pii_enabled = pii_enabled
+
+    def prepare(self, new: NewEvent) -> PendingEvent:
+        """Validate one event and split its PII off."""
+        stream_id = check_name(new.stream_id, "stream_id")
+        event_name = check_name(new.event_name, "event_name")
+        if not isinstance(new.data, Mapping):
+            raise InvalidEventError(f"data must be a JSON object (a dict), not {type(new.data).__name__}.")
+        if new.meta is not None and not isinstance(new.meta, Mapping):
+            raise InvalidEventError(f"meta must be a JSON object (a dict), not {type(new.meta).__name__}.")
+        data, schema_pii = self.load(event_name, dict(new.data))
+        pii_paths = _pii_paths(new.pii_fields, schema_pii)
+        data_json = to_json(data, "data")
+        meta = dict(new.meta) if new.meta else {}
+        meta_json = to_json(meta, "meta") if meta else "{}"
+        delivered: dict[str, Any] = json.loads(data_json)
+        pii_json = None
+        stored_json = data_json
+        present: tuple[str, ...] = ()
+        if pii_paths:
+            stored, values, present = split_pii(json.loads(data_json), pii_paths)
+            if present:
+                if not self.pii_enabled:
+                    raise PiiNotConfiguredError(
+                        f"Event {event_name} carries PII ({', '.join(present)}) but SHIMMIE_PII_STORE "
+                        "is False; configure a PII store or drop the PII fields."
+                    )
+                stored_json = to_json(stored, "data")
+                pii_json = to_json(values, "PII")
+        return PendingEvent(
+            stream_id=stream_id,
+            event_name=event_name,
+            event_id=check_event_id(new.event_id),
+            data=delivered,
+            data_json=stored_json,
+            meta=json.loads(meta_json) if meta else {},
+            meta_json=meta_json,
+            schema_version=self.schema_version(event_name),
+            pii_fields=present,
+            pii_json=pii_json,
+        )
+
+    def prepare_all(self, events: Sequence[NewEvent]) -> tuple[PendingEvent, ...]:
+        """Validate a batch; refuse anything that is not a :class:`NewEvent`."""
+        prepared = []
+        for index, new in enumerate(events):
+            if not isinstance(new, NewEvent):
+                raise InvalidEventError(f"Item {index} of the batch is not a NewEvent: {type(new).__name__}.")
+            prepared.append(self.prepare(new))
+        return tuple(prepared)
+
+
+def _pii_paths(explicit: Any, from_schema: tuple[str, ...]) -> tuple[str, ...]:
+    if explicit is None:
+        return from_schema
+    if isinstance(explicit, str) or not all(isinstance(p, str) and p for p in explicit):
+        raise InvalidEventError("pii_fields must be a list of field names (dotted paths for nested fields).")
+    return tuple(dict.fromkeys((*from_schema, *explicit)))

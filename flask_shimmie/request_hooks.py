@@ -1,0 +1,59 @@
+"""Request hooks: body size, read-your-writes positions, and catching up before commands."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+
+from .errors import SequenceTimeoutError
+
+if TYPE_CHECKING:
+    from .extension import ShimmieStack
+    from .state import AppState
+
+#: Methods that change state: they catch up to the store before the view runs.
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+SEQ_NUM_HEADER = "X-Seq-Num"
+SEQ_NUM_MIN_HEADER = "X-Seq-Num-Min"
+
+
+def parse_seq_num_min(raw: str) -> int:
+    """The position an ``X-Seq-Num-Min`` header asks for; 400 when malformed."""
+    value = raw.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise BadRequest(f"{SEQ_NUM_MIN_HEADER} must be a whole number >= 0, not {raw[:40]!r}.")
+    return int(value)
+
+
+def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> None:
+    """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``."""
+    settings = state.settings
+
+    def before_request() -> None:
+        limit = settings.max_request_size
+        if limit is not None:
+            configured = app.config.get("MAX_CONTENT_LENGTH")
+            request.max_content_length = limit if configured is None else min(limit, configured)
+            if request.content_length is not None and request.content_length > limit:
+                raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
+        raw_min = request.headers.get(SEQ_NUM_MIN_HEADER)
+        wanted = parse_seq_num_min(raw_min) if raw_min is not None else None
+        stack._state(app)  # starts the stack on the first request (SHIMMIE_AUTO_STARTUP)
+        dispatcher = state.dispatcher
+        if request.method in COMMAND_METHODS:
+            dispatcher.ensure_handled()
+        if wanted is not None and dispatcher.last_handled < wanted:
+            timeout = settings.seq_wait_timeout
+            handled = dispatcher.wait_for(wanted, timeout)
+            if handled < wanted:
+                raise SequenceTimeoutError(wanted, handled, timeout)
+
+    def after_request(response: Response) -> Response:
+        response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
+        return response
+
+    app.before_request(before_request)
+    app.after_request(after_request)

@@ -1,0 +1,89 @@
+"""The ``SHIMMIE_*`` configuration keys: defaults, and validation of their values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Config
+
+from .errors import ConfigurationError
+
+#: Every key with its default, in the order the README's table lists them.
+DEFAULTS: dict[str, Any] = {
+    "SHIMMIE_EVENT_STORE": "memory://",
+    "SHIMMIE_PII_STORE": None,
+    "SHIMMIE_API_VERSION": "",
+    "SHIMMIE_ENFORCE_AUTHORIZATION": False,
+    "SHIMMIE_CORS": None,
+    "SHIMMIE_MAX_REQUEST_SIZE": 1024 * 1024,
+    "SHIMMIE_ADMIN_URL": None,
+    "SHIMMIE_AUTO_STARTUP": True,
+    "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
+}
+
+
+def normalise_prefix(value: str, key: str = "SHIMMIE_API_VERSION") -> str:
+    """``" v1/ "`` → ``"/v1"``; ``""`` stays ``""``."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} = {value!r} must be a string such as '/v1'.")
+    value = value.strip().strip("/")
+    return f"/{value}" if value else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated ``SHIMMIE_*`` values of one app, read once by ``init_app``."""
+
+    event_store: str
+    pii_store: str | bool | None
+    api_version: str
+    enforce_authorization: bool
+    cors: Mapping[str, Any] | None
+    max_request_size: int | None
+    admin_url: str | None
+    auto_startup: bool
+    seq_wait_timeout: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        """Fill in defaults on ``config`` and validate every key."""
+        for key, default in DEFAULTS.items():
+            config.setdefault(key, default)
+        pii = config["SHIMMIE_PII_STORE"]
+        if pii is True or not (pii is None or pii is False or isinstance(pii, str)):
+            raise ConfigurationError(
+                f"SHIMMIE_PII_STORE = {pii!r}: use None (same place as the event store), a store URL, "
+                "or False (no PII)."
+            )
+        cors = config["SHIMMIE_CORS"]
+        if cors is not None and not isinstance(cors, Mapping):
+            raise ConfigurationError(f"SHIMMIE_CORS = {cors!r} must be a dict of flask-cors options or None.")
+        size = config["SHIMMIE_MAX_REQUEST_SIZE"]
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise ConfigurationError(f"SHIMMIE_MAX_REQUEST_SIZE = {size!r} must be a number of bytes > 0.")
+        timeout = config["SHIMMIE_SEQ_WAIT_TIMEOUT"]
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ConfigurationError(f"SHIMMIE_SEQ_WAIT_TIMEOUT = {timeout!r} must be seconds >= 0.")
+        admin = config["SHIMMIE_ADMIN_URL"]
+        if admin is not None and not (
+            isinstance(admin, str) and normalise_prefix(admin, "SHIMMIE_ADMIN_URL")
+        ):
+            raise ConfigurationError(
+                f"SHIMMIE_ADMIN_URL = {admin!r} must be a path such as '/admin' or None."
+            )
+        store = config["SHIMMIE_EVENT_STORE"]
+        if not isinstance(store, str):
+            raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
+        return cls(
+            event_store=store,
+            pii_store=pii,
+            api_version=normalise_prefix(config["SHIMMIE_API_VERSION"]),
+            enforce_authorization=bool(config["SHIMMIE_ENFORCE_AUTHORIZATION"]),
+            cors=cors,
+            max_request_size=size,
+            admin_url=normalise_prefix(admin, "SHIMMIE_ADMIN_URL") if admin else None,
+            auto_startup=bool(config["SHIMMIE_AUTO_STARTUP"]),
+            seq_wait_timeout=float(timeout),
+        )

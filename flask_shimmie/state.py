@@ -1,0 +1,166 @@
+"""What the stack keeps per app, in ``app.extensions["shimmie"]``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from .dispatch import Dispatcher, Receiver
+from .errors import PiiNotConfiguredError
+from .events import Event
+from .follower import Follower
+from .models import Model, readable_name
+from .pii.base import PiiRecord, PiiStore
+from .pii.fields import merge_pii
+from .recording import EventPreparer
+from .settings import Settings
+from .stores.base import AppendBatch, AppendResult, EventStore
+from .stores.urls import event_store_from_url, pii_store_from_url
+
+if TYPE_CHECKING:
+    from .extension import ShimmieStack
+
+
+class AppState:
+    """The stores, the dispatcher and the models of one app."""
+
+    def __init__(self, stack: ShimmieStack, app: Flask, settings: Settings, logger: logging.Logger) -> None:
+        self.stack = stack
+        self.app = app
+        self.settings = settings
+        self.logger = logger
+        self.event_store: EventStore = event_store_from_url(
+            settings.event_store, instance_path=app.instance_path
+        )
+        self.pii_colocated = settings.pii_store is None
+        self.pii_store: PiiStore | None
+        if settings.pii_store is None:
+            self.pii_store = self.event_store.colocated_pii_store()
+        elif settings.pii_store is False:
+            self.pii_store = None
+        else:
+            self.pii_store = pii_store_from_url(str(settings.pii_store), instance_path=app.instance_path)
+        self.dispatcher = Dispatcher(app, self.event_store, self.decode, logger)
+        self.preparer = EventPreparer(stack._load_payload, stack._schema_version, self.pii_store is not None)
+        self.models: dict[type[Model], Model] = {}
+        self.started = False
+        self.starting = False
+        self.start_lock = threading.RLock()
+        self.follower: Follower | None = None
+        self.pid = os.getpid()
+
+    # -- models and subscriptions ---------------------------------------------
+
+    def add_model(self, model_cls: type[Model]) -> Model:
+        """Create ``model_cls``'s instance for this app and connect its handlers."""
+        instance = model_cls()
+        for event_name, receiver in model_receivers(instance):
+            self.dispatcher.connect(event_name, receiver)
+        self.models[model_cls] = instance
+        return instance
+
+    def add_function(self, event_name: str, handler: Callable[[Event], Any]) -> None:
+        """Connect a plain function subscriber."""
+        label = readable_name(handler)
+        self.dispatcher.connect(event_name, Receiver(handler, label, label))
+
+    # -- storage --------------------------------------------------------------
+
+    def open_stores(self) -> None:
+        """Open the event store and the PII store; purge orphaned PII rows."""
+        self.event_store.open()
+        if self.pii_store is not None and not self.pii_colocated:
+            self.pii_store.open()
+            purged = self.pii_store.purge_orphans(self.event_store.existing_event_ids)
+            if purged:
+                self.logger.warning("Purged %s PII rows whose events were never stored", purged)
+
+    def close_stores(self) -> None:
+        """Close both stores (the colocated PII store closes with the event store)."""
+        if self.pii_store is not None and not self.pii_colocated:
+            self.pii_store.close()
+        self.event_store.close()
+
+    def append(self, batch: AppendBatch) -> AppendResult:
+        """Append ``batch`` with its PII: in one transaction when both share a database.
+
+        With a separate PII store, the PII is written first; if the batch is
+        then refused, those rows are deleted again (and any left behind by a
+        crash are purged at the next startup, never read meanwhile).
+        """
+        records = [
+            PiiRecord(e.event_id, e.stream_id, e.pii_json) for e in batch.events if e.pii_json is not None
+        ]
+        if records and self.pii_store is None:
+            raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: this app keeps no PII.")
+        if not records or self.pii_colocated:
+            return self.event_store.append(batch, write_pii=bool(records))
+        assert self.pii_store is not None
+        known = self.event_store.existing_event_ids([r.event_id for r in records])
+        fresh = [r for r in records if r.event_id not in known]
+        if fresh:
+            self.pii_store.put(fresh)
+        try:
+            return self.event_store.append(batch)
+        except BaseException:
+            if fresh:
+                self.pii_store.delete([r.event_id for r in fresh])
+            raise
+
+    def after_fork(self) -> None:
+        """Forget what belonged to the parent process: threads, locks, started state.
+
+        The models and the position they reached are kept; the next startup
+        opens the stores afresh here and catches up from that position.
+        """
+        self.pid = os.getpid()
+        self.follower = None
+        self.started = self.starting = False
+        self.start_lock = threading.RLock()
+        self.dispatcher.after_fork()
+
+    def decode(self, events: list[Event]) -> list[Event]:
+        """Make stored events deliverable: PII merged back, payloads upcast."""
+        events = self.merge_pii(events)
+        types = self.stack._types
+        if types.upcasters:
+            events = [
+                dataclasses.replace(e, data=types.upcast(e.event_name, e.schema_version, e.data))
+                if e.event_name in types.upcasters and e.schema_version < types.version(e.event_name)
+                else e
+                for e in events
+            ]
+        return events
+
+    def merge_pii(self, events: list[Event]) -> list[Event]:
+        """Put PII back into stored events; mark those whose PII was erased."""
+        wanted = [event.event_id for event in events if event.pii_fields]
+        if not wanted:
+            return events
+        found = self.pii_store.get_json(wanted) if self.pii_store is not None else {}
+        merged = []
+        for event in events:
+            if event.pii_fields:
+                values = found.get(event.event_id)
+                if values is None:
+                    event = dataclasses.replace(event, pii_erased=True)
+                else:
+                    merge_pii(event.data, json.loads(values))
+            merged.append(event)
+        return merged
+
+
+def model_receivers(instance: Model) -> list[tuple[str, Receiver]]:
+    """The ``(event_name, receiver)`` pairs of a model instance's handlers."""
+    cls = type(instance)
+    return [
+        (event_name, Receiver(getattr(instance, method), f"{cls.model_name()}.{method}", cls.model_name()))
+        for event_name, method in cls.subscriptions()
+    ]

@@ -1,0 +1,390 @@
+"""The event store interface that every backend implements, and the logic they share.
+
+A store keeps events in one global order. Writers hand it *batches*: each batch
+is appended atomically (all of its events or none), after its expected-version
+checks and its idempotency check pass. :meth:`EventStore.append_batches` takes
+several independent batches at once so a backend can commit them in one
+transaction (group commit); each batch still succeeds or fails on its own.
+
+Backends serialise their writers and use :class:`AppendPlanner` inside their
+write transaction, so the rules (gap-free positions, per-stream versions,
+version checks, idempotent ``event_id``) are written once, here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from ..errors import ObjectLockedError, ShimmieError, StreamVersionError
+from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected
+from ..pii.base import PiiStore
+
+#: How many events a page of :meth:`EventStore.iter_events` holds.
+DEFAULT_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event prepared by the stack, ready for a store to append.
+
+    ``data`` is the payload as models receive it (PII included);
+    ``data_json`` is what the event store keeps (PII replaced by placeholders).
+    ``pii_json`` holds the PII values, written to the PII store, never to the
+    event row; it is ``None`` when the event has no PII.
+    """
+
+    stream_id: str
+    event_name: str
+    event_id: str
+    data: dict[str, Any]
+    data_json: str
+    meta: dict[str, Any]
+    meta_json: str
+    schema_version: int = 1
+    pii_fields: tuple[str, ...] = ()
+    pii_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """Events appended together, all or none.
+
+    ``expected`` maps stream ids to the version each must be at; streams not
+    named are not checked.
+    """
+
+    events: tuple[PendingEvent, ...]
+    expected: Mapping[str, Expected] = field(default_factory=dict)
+
+
+class AppendResult(NamedTuple):
+    """What a successful batch produced."""
+
+    #: The stored events, in order. ``data`` of new events is the delivered
+    #: payload; ``data`` of known events is the stored one (placeholders).
+    events: list[Event]
+    #: False when every event id of the batch was already stored (a retry).
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRow:
+    """A row a backend inserts: the pending event and its assigned positions."""
+
+    sequence_num: int
+    stream_version: int
+    recorded_at: datetime
+    pending: PendingEvent
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC, as stores stamp ``recorded_at``."""
+    return datetime.now(timezone.utc)
+
+
+def batch_stream_ids(batches: Sequence[AppendBatch]) -> set[str]:
+    """Every stream id written to or checked by ``batches``."""
+    ids: set[str] = set()
+    for batch in batches:
+        ids.update(batch.expected)
+        ids.update(event.stream_id for event in batch.events)
+    return ids
+
+
+def batch_event_ids(batches: Sequence[AppendBatch]) -> list[str]:
+    """Every event id in ``batches``."""
+    return [event.event_id for batch in batches for event in batch.events]
+
+
+class AppendPlanner:
+    """Decides, inside a store's serialised write section, what to insert.
+
+    Give it the store's last position, the current versions of the streams
+    involved (missing = 0) and the already stored events among the batches'
+    event ids. :meth:`plan` each batch in order, then insert :attr:`rows`.
+    """
+
+    def __init__(
+        self,
+        last_sequence_num: int,
+        versions: Mapping[str, int],
+        known: Mapping[str, Event],
+        now: datetime | None = None,
+    ) -> None:
+        self.last_sequence_num = last_sequence_num
+        self.versions = dict(versions)
+        self.known = dict(known)
+        self.now = now or utc_now()
+        self.rows: list[PlannedRow] = []
+
+    def plan(self, batch: AppendBatch) -> AppendResult | ShimmieError:
+        """Plan one batch; return its result, or the error that rejects it."""
+        events = batch.events
+        ids = [event.event_id for event in events]
+        if len(set(ids)) != len(ids):
+            return ShimmieError("The same event_id appears twice in one batch.")
+        known = [self.known[event_id] for event_id in ids if event_id in self.known]
+        if known:
+            if len(known) == len(ids):
+                return AppendResult(known, False)
+            return ShimmieError(
+                "Some event_ids of this batch are already stored and some are not "
+                f"({', '.join(e.event_id for e in known)}); nothing was written."
+            )
+        conflicts = check_versions(batch.expected, self.versions)
+        if conflicts:
+            return StreamVersionError(conflicts)
+        stored: list[Event] = []
+        for pending in events:
+            self.last_sequence_num += 1
+            version = self.versions.get(pending.stream_id, 0) + 1
+            self.versions[pending.stream_id] = version
+            self.rows.append(PlannedRow(self.last_sequence_num, version, self.now, pending))
+            event = Event(
+                sequence_num=self.last_sequence_num,
+                stream_id=pending.stream_id,
+                stream_version=version,
+                event_id=pending.event_id,
+                event_name=pending.event_name,
+                data=pending.data,
+                meta=pending.meta,
+                recorded_at=self.now,
+                schema_version=pending.schema_version,
+                pii_fields=pending.pii_fields,
+            )
+            self.known[pending.event_id] = event
+            stored.append(event)
+        return AppendResult(stored, True)
+
+
+def check_versions(expected: Mapping[str, Expected], versions: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Return the conflicts between ``expected`` and the current ``versions``."""
+    conflicts = []
+    for stream_id, wanted in expected.items():
+        actual = versions.get(stream_id, 0)
+        if wanted is ANY:
+            ok = True
+        elif wanted is NO_STREAM:
+            ok = actual == 0
+        elif wanted is STREAM_EXISTS:
+            ok = actual > 0
+        else:
+            ok = actual == wanted
+        if not ok:
+            conflicts.append({"stream_id": stream_id, "expected": wanted, "actual": actual})
+    return conflicts
+
+
+def decode_event(
+    sequence_num: int,
+    stream_id: str,
+    stream_version: int,
+    event_id: str,
+    event_name: str,
+    data_json: str,
+    meta_json: str,
+    recorded_at: datetime,
+    schema_version: int,
+    pii_fields_json: str | None,
+) -> Event:
+    """Build an :class:`Event` from a stored row (JSON columns as text)."""
+    return Event(
+        sequence_num,
+        stream_id,
+        stream_version,
+        event_id,
+        event_name,
+        json.loads(data_json),
+        json.loads(meta_json),
+        recorded_at,
+        False,
+        False,
+        schema_version,
+        tuple(json.loads(pii_fields_json)) if pii_fields_json else (),
+    )
+
+
+def encode_pii_fields(fields: tuple[str, ...]) -> str | None:
+    """Encode ``pii_fields`` for a text column (``None`` when there are none)."""
+    return json.dumps(list(fields)) if fields else None
+
+
+class StreamLocks:
+    """Per-stream locks for the threads of one process, with a timeout."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, stream_id: str, timeout: float) -> Iterator[None]:
+        """Hold ``stream_id``'s lock; raise :class:`ObjectLockedError` after ``timeout``."""
+        with self._guard:
+            lock, users = self._locks.get(stream_id, (threading.Lock(), 0))
+            self._locks[stream_id] = (lock, users + 1)
+        try:
+            if not lock.acquire(timeout=max(timeout, 0)):
+                raise ObjectLockedError(stream_id, timeout)
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                lock, users = self._locks[stream_id]
+                if users == 1:
+                    del self._locks[stream_id]
+                else:
+                    self._locks[stream_id] = (lock, users - 1)
+
+
+class PositionSignal:
+    """Wakes threads waiting for the store to move past a position (one process)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.position = 0
+
+    def advance(self, position: int) -> None:
+        """Record that the store holds events up to ``position``, and wake waiters."""
+        with self._condition:
+            if position > self.position:
+                self.position = position
+                self._condition.notify_all()
+
+    def wait_past(self, after: int, timeout: float) -> int:
+        """Wait until the position exceeds ``after`` or ``timeout`` passes; return it."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self.position <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            return self.position
+
+
+class EventStore(ABC):
+    """The interface of an event store backend.
+
+    A store is built from its URL (see :func:`flask_shimmie.stores.open_event_store`),
+    then :meth:`open`\\ ed in the process that uses it (never before a fork),
+    and :meth:`close`\\ d at shutdown. Every method is thread-safe.
+    """
+
+    #: The backend's name: ``memory``, ``sqlite`` or ``postgresql``.
+    backend: str = ""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect, and create the tables that are missing (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. A closed store may be opened again."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The store's URL without credentials, for logs and health reports."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~flask_shimmie.errors.StoreUnavailableError` if unreachable."""
+
+    @abstractmethod
+    def append_batches(
+        self, batches: Sequence[AppendBatch], *, write_pii: bool = False
+    ) -> list[AppendResult | ShimmieError]:
+        """Append independent batches in one transaction.
+
+        Each batch either succeeds (its :class:`AppendResult`) or is rejected
+        (the error, e.g. :class:`StreamVersionError`) without touching the
+        others. With ``write_pii`` the store also writes each event's
+        ``pii_json`` to its own PII table in the same transaction. A failure
+        of the transaction itself raises and writes nothing.
+        """
+
+    def append(self, batch: AppendBatch, *, write_pii: bool = False) -> AppendResult:
+        """Append one batch atomically, raising the error that rejects it."""
+        (outcome,) = self.append_batches([batch], write_pii=write_pii)
+        if isinstance(outcome, ShimmieError):
+            raise outcome
+        return outcome
+
+    @abstractmethod
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        """Stored events with ``sequence_num > after``, in order, at most ``limit``.
+
+        ``stream_ids`` / ``event_names`` filter (``None`` = all; empty = none).
+        ``data`` is as stored: PII fields hold placeholders.
+        """
+
+    def iter_events(
+        self, after: int = 0, *, page_size: int = DEFAULT_PAGE_SIZE, upto: int | None = None
+    ) -> Iterator[Event]:
+        """Every stored event after ``after`` (and up to ``upto``), read page by page."""
+        while True:
+            page = self.read(after, page_size)
+            for event in page:
+                if upto is not None and event.sequence_num > upto:
+                    return
+                yield event
+            if len(page) < page_size:
+                return
+            after = page[-1].sequence_num
+
+    @abstractmethod
+    def last_sequence_num(self) -> int:
+        """The position of the last stored event (0 when empty)."""
+
+    @abstractmethod
+    def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        """The current version of each named stream (0 for a stream with no events)."""
+
+    @abstractmethod
+    def existing_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        """Which of ``event_ids`` are stored."""
+
+    @abstractmethod
+    def count_by_event_name(self) -> dict[str, int]:
+        """How many events of each name are stored."""
+
+    @abstractmethod
+    def count_streams(self) -> int:
+        """How many streams have at least one event."""
+
+    @abstractmethod
+    def lock_stream(self, stream_id: str, timeout: float) -> Any:
+        """A context manager holding a pessimistic lock on ``stream_id``.
+
+        Raises :class:`ObjectLockedError` when the lock is not obtained within
+        ``timeout`` seconds. Only other ``lock_stream`` callers wait on it.
+        """
+
+    @abstractmethod
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        """Block until the store holds an event past ``after``, or ``timeout``.
+
+        Returns the last stored position as far as the store knows (it may
+        still be ``<= after`` on timeout). Events written by other processes
+        wake it too (by notification or by polling).
+        """
+
+    @abstractmethod
+    def colocated_pii_store(self) -> PiiStore:
+        """A PII store kept in the same database, written by ``append(write_pii=True)``."""

@@ -1,0 +1,166 @@
+"""The in-memory event store (``memory://``), the default: fast, and gone at exit.
+
+Events are kept as JSON text, exactly as the durable stores keep them, so a
+model that mutates ``event.data`` cannot change history, and the payloads a
+model sees are the same whichever backend is configured.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from ..errors import ShimmieError
+from ..events import Event
+from ..pii.base import PiiRecord
+from ..pii.memory import MemoryPiiStore
+from .base import (
+    AppendBatch,
+    AppendPlanner,
+    AppendResult,
+    EventStore,
+    PositionSignal,
+    StreamLocks,
+    batch_event_ids,
+    batch_stream_ids,
+    decode_event,
+    encode_pii_fields,
+)
+
+# sequence_num, stream_id, stream_version, event_id, event_name, data_json,
+# meta_json, recorded_at, schema_version, pii_fields_json
+_Row = tuple[int, str, int, str, str, str, str, datetime, int, "str | None"]
+
+
+class MemoryEventStore(EventStore):
+    """Events in a list, guarded by one lock (writers are serialised)."""
+
+    backend = "memory"
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._rows: list[_Row] = []
+        self._by_event_id: dict[str, int] = {}
+        self._by_stream: dict[str, list[int]] = {}
+        self._write_lock = threading.Lock()
+        self._locks = StreamLocks()
+        self._signal = PositionSignal()
+        self._pii = MemoryPiiStore(url)
+
+    def open(self) -> None:
+        """Nothing to connect to."""
+
+    def close(self) -> None:
+        """Nothing to release; events stay until the store is dropped."""
+
+    def describe(self) -> str:
+        return self.url
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def append_batches(
+        self, batches: Sequence[AppendBatch], *, write_pii: bool = False
+    ) -> list[AppendResult | ShimmieError]:
+        with self._write_lock:
+            rows = self._rows
+            versions = {
+                stream_id: len(self._by_stream[stream_id])
+                for stream_id in batch_stream_ids(batches)
+                if stream_id in self._by_stream
+            }
+            known = {
+                event_id: self._decode(rows[self._by_event_id[event_id] - 1])
+                for event_id in batch_event_ids(batches)
+                if event_id in self._by_event_id
+            }
+            planner = AppendPlanner(len(rows), versions, known)
+            outcomes = [planner.plan(batch) for batch in batches]
+            pii: list[PiiRecord] = []
+            for row in planner.rows:
+                event = row.pending
+                rows.append(
+                    (
+                        row.sequence_num,
+                        event.stream_id,
+                        row.stream_version,
+                        event.event_id,
+                        event.event_name,
+                        event.data_json,
+                        event.meta_json,
+                        row.recorded_at,
+                        event.schema_version,
+                        encode_pii_fields(event.pii_fields),
+                    )
+                )
+                self._by_event_id[event.event_id] = row.sequence_num
+                self._by_stream.setdefault(event.stream_id, []).append(row.sequence_num)
+                if write_pii and event.pii_json is not None:
+                    pii.append(PiiRecord(event.event_id, event.stream_id, event.pii_json))
+            if pii:
+                with self._pii.lock:
+                    self._pii.put_locked(pii)
+            last = len(rows)
+        self._signal.advance(last)
+        return outcomes
+
+    @staticmethod
+    def _decode(row: _Row) -> Event:
+        return decode_event(*row)
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        after = max(after, 0)
+        with self._write_lock:
+            if stream_ids is not None:
+                positions = sorted(
+                    pos for sid in set(stream_ids) for pos in self._by_stream.get(sid, ()) if pos > after
+                )
+                candidates = [self._rows[pos - 1] for pos in positions]
+            else:
+                end = len(self._rows) if limit is None or event_names is not None else after + limit
+                candidates = self._rows[after:end]
+        if event_names is not None:
+            names = set(event_names)
+            candidates = [row for row in candidates if row[4] in names]
+        if limit is not None:
+            candidates = candidates[: max(limit, 0)]
+        return [decode_event(*row) for row in candidates]
+
+    def last_sequence_num(self) -> int:
+        return len(self._rows)
+
+    def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        with self._write_lock:
+            return {sid: len(self._by_stream.get(sid, ())) for sid in stream_ids}
+
+    def existing_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        with self._write_lock:
+            return {key for key in event_ids if key in self._by_event_id}
+
+    def count_by_event_name(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._write_lock:
+            for row in self._rows:
+                counts[row[4]] = counts.get(row[4], 0) + 1
+        return counts
+
+    def count_streams(self) -> int:
+        return len(self._by_stream)
+
+    def lock_stream(self, stream_id: str, timeout: float) -> AbstractContextManager[None]:
+        return self._locks.hold(stream_id, timeout)
+
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        return self._signal.wait_past(after, timeout)
+
+    def colocated_pii_store(self) -> MemoryPiiStore:
+        return self._pii
