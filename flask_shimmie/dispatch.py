@@ -187,7 +187,7 @@ class Dispatcher:
                 return handled
             self.store.wait_for_events(handled, min(remaining, 0.5))
 
-    def replay_into_live(self) -> int:
+    def replay_into_live(self, progress: Callable[[int], None] | None = None) -> int:
         """Startup: apply every stored event not yet handled, with ``replay=True``.
 
         A receiver error raises :class:`ReplayError`. Afterwards the
@@ -198,7 +198,7 @@ class Dispatcher:
             try:
                 before = self.last_handled
                 self._wanted = self.store.last_sequence_num()
-                self._deliver(strict=True, replay=True)
+                self._deliver(strict=True, replay=True, progress=progress)
                 self.live = True
                 # Writes made during startup (pre-init functions) are delivered now.
                 self._wanted = self.store.last_sequence_num()
@@ -249,7 +249,7 @@ class Dispatcher:
             yield self.decode(page)
             after = page[-1].sequence_num
 
-    def _deliver(self, *, strict: bool, replay: bool) -> None:
+    def _deliver(self, *, strict: bool, replay: bool, progress: Callable[[int], None] | None = None) -> None:
         while self.last_handled < self._wanted:
             events = self._take_pending()
             if not events:
@@ -275,6 +275,8 @@ class Dispatcher:
                 for receiver in self.receivers(event.event_name):
                     self._call(receiver, event, strict=strict)
                 self.last_handled = event.sequence_num
+            if progress is not None:
+                progress(len(events))
         self._wanted = self.last_handled
         if self._pending:
             with self._pending_lock:

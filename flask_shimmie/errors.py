@@ -166,8 +166,8 @@ def handle_http_exception(error: HTTPException) -> Response:
         return _with_headers(json_error(500 if code == 500 else code, "Something went wrong"), error)
     extra: dict[str, Any] = {}
     message = str(error.description or HTTPStatus(code).phrase)
-    if isinstance(error, NotFound) and not isinstance(error, ShimmieError):
-        message = f"Nothing here: {request.path}"
+    if isinstance(error, NotFound) and error.description == NotFound.description:
+        message = f"Nothing here: {request.path}"  # a URL no view answers
     elif type(error) is BadRequest and isinstance(error.__cause__, BadRequest):
         # Flask hides why a JSON body failed to parse unless debugging; the
         # reason (line and column) is no internal detail, so give it.

@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 from werkzeug.local import LocalProxy
 
+from .cli import shimmie_cli
 from .dispatch import Receiver, event_recorded, pii_erased, replay_finished, replay_started
 from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
 from .events import Event, Expected, NewEvent
@@ -84,6 +85,7 @@ class ShimmieStack:
         state = AppState(self, app, settings, self.logger)
         app.extensions["shimmie"] = state
         register_error_handlers(app)
+        app.cli.add_command(shimmie_cli)
         install_request_hooks(app, self, state)
         if settings.cors is not None:
             from flask_cors import CORS
@@ -244,12 +246,13 @@ class ShimmieStack:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def startup(self, app: Flask | None = None) -> None:
+    def startup(self, app: Flask | None = None, *, progress: Callable[[int], None] | None = None) -> None:
         """Open the stores, run the pre-init functions, replay, run the post-init functions.
 
         Every stored event is applied to the models with ``replay=True``. A
         model error aborts startup with :class:`~flask_shimmie.errors.ReplayError`
-        naming the event and the model. Idempotent.
+        naming the event and the model. Idempotent. ``progress(n)`` is called
+        after each page of ``n`` replayed events.
         """
         app = self._app(app)
         state = self._state_of(app)
@@ -259,20 +262,20 @@ class ShimmieStack:
             state.starting = True
             try:
                 with app.app_context():
-                    self._start(app, state)
+                    self._start(app, state, progress)
             except BaseException:
                 state.close_stores()
                 raise
             finally:
                 state.starting = False
 
-    def _start(self, app: Flask, state: AppState) -> None:
+    def _start(self, app: Flask, state: AppState, progress: Callable[[int], None] | None) -> None:
         state.open_stores()
         for fn in self._pre_init:
             fn()
         if replay_started.receivers:
             replay_started.send(app, from_sequence=state.dispatcher.last_handled + 1)
-        count = state.dispatcher.replay_into_live()
+        count = state.dispatcher.replay_into_live(progress)
         self.logger.info("Replayed %s events into %s models", count, len(state.models))
         if replay_finished.receivers:
             replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)

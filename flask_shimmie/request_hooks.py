@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, request
@@ -28,6 +29,31 @@ def parse_seq_num_min(raw: str) -> int:
     return int(value)
 
 
+def enforce_body_limit(limit: int) -> None:
+    """Answer 413 for a body over ``limit`` bytes, with or without a Content-Length.
+
+    werkzeug stops reading a chunked body at the limit and hands the view the
+    truncated part, so such a body is read here, at most ``limit + 1`` bytes,
+    and put back for the view when it fits.
+    """
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
+        return
+    environ = request.environ
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not (chunked or environ.get("wsgi.input_terminated")):
+        return  # no body werkzeug would read
+    body = environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ.pop("wsgi.input_terminated", None)
+
+
 def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> None:
     """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``."""
     settings = state.settings
@@ -36,9 +62,9 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         limit = settings.max_request_size
         if limit is not None:
             configured = app.config.get("MAX_CONTENT_LENGTH")
-            request.max_content_length = limit if configured is None else min(limit, configured)
-            if request.content_length is not None and request.content_length > limit:
-                raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
+            limit = limit if configured is None else min(limit, configured)
+            request.max_content_length = limit
+            enforce_body_limit(limit)
         raw_min = request.headers.get(SEQ_NUM_MIN_HEADER)
         wanted = parse_seq_num_min(raw_min) if raw_min is not None else None
         stack._state(app)  # starts the stack on the first request (SHIMMIE_AUTO_STARTUP)

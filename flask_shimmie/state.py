@@ -52,6 +52,7 @@ class AppState:
         self.models: dict[type[Model], Model] = {}
         self.started = False
         self.starting = False
+        self.stores_open = False
         self.start_lock = threading.RLock()
         self.follower: Follower | None = None
         self.pid = os.getpid()
@@ -74,16 +75,20 @@ class AppState:
     # -- storage --------------------------------------------------------------
 
     def open_stores(self) -> None:
-        """Open the event store and the PII store; purge orphaned PII rows."""
+        """Open the event store and the PII store (once); purge orphaned PII rows."""
+        if self.stores_open:
+            return
         self.event_store.open()
         if self.pii_store is not None and not self.pii_colocated:
             self.pii_store.open()
             purged = self.pii_store.purge_orphans(self.event_store.existing_event_ids)
             if purged:
                 self.logger.warning("Purged %s PII rows whose events were never stored", purged)
+        self.stores_open = True
 
     def close_stores(self) -> None:
         """Close both stores (the colocated PII store closes with the event store)."""
+        self.stores_open = False
         if self.pii_store is not None and not self.pii_colocated:
             self.pii_store.close()
         self.event_store.close()
@@ -122,7 +127,7 @@ class AppState:
         """
         self.pid = os.getpid()
         self.follower = None
-        self.started = self.starting = False
+        self.started = self.starting = self.stores_open = False
         self.start_lock = threading.RLock()
         self.dispatcher.after_fork()
 

@@ -10,6 +10,8 @@ from flask import Flask
 
 from flask_shimmie import Event, Model, ShimmieStack, subscribe
 
+pytest_plugins = ["pytester"]
+
 
 class Journal(Model):
     """Records every event it receives, for assertions."""

@@ -51,6 +51,8 @@ class PendingEvent:
     schema_version: int = 1
     pii_fields: tuple[str, ...] = ()
     pii_json: str | None = None
+    #: Set only by imports, which keep the original time; else the store stamps it.
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,8 @@ class AppendPlanner:
             self.last_sequence_num += 1
             version = self.versions.get(pending.stream_id, 0) + 1
             self.versions[pending.stream_id] = version
-            self.rows.append(PlannedRow(self.last_sequence_num, version, self.now, pending))
+            recorded_at = pending.recorded_at or self.now
+            self.rows.append(PlannedRow(self.last_sequence_num, version, recorded_at, pending))
             event = Event(
                 sequence_num=self.last_sequence_num,
                 stream_id=pending.stream_id,
@@ -156,7 +159,7 @@ class AppendPlanner:
                 event_name=pending.event_name,
                 data=pending.data,
                 meta=pending.meta,
-                recorded_at=self.now,
+                recorded_at=recorded_at,
                 schema_version=pending.schema_version,
                 pii_fields=pending.pii_fields,
             )

@@ -1,0 +1,453 @@
+"""The SQLite PII store (``sqlite:///pii.db``), and the connection handling it shares.
+
+:class:`SqliteDatabase` is how both SQLite stores use a database file: one
+writer connection per process (writers take turns under a lock, and across
+processes under ``BEGIN IMMEDIATE``), and a small pool of reader connections
+that WAL lets read while the writer writes. The SQLite event store keeps its
+colocated PII table in its own database, through the same object, so an event
+and its PII commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Generic, TypeVar
+
+from ..errors import ShimmieError, StoreUnavailableError
+from .base import PiiRecord, PiiStore
+
+logger = logging.getLogger(__name__)
+
+#: The version of the tables this release creates, kept in ``shimmie_schema_version``
+#: so a later release can tell which migrations to run.
+SCHEMA_VERSION = 1
+
+#: Seconds a connection waits for another process's lock before giving up.
+BUSY_TIMEOUT = 30.0
+
+#: Idle reader connections kept per database and process; more are opened on demand.
+MAX_IDLE_READERS = 16
+
+#: The one-row table that records :data:`SCHEMA_VERSION` in every file the stores create.
+SCHEMA_VERSION_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS shimmie_schema_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    )""",
+)
+
+#: The PII table, in a PII store's own file or beside the events (colocated).
+PII_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS shimmie_pii (
+        event_id TEXT PRIMARY KEY,
+        stream_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        written_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS shimmie_pii_stream_id ON shimmie_pii (stream_id)",
+)
+
+# Primary result codes that mean the file cannot be reached or used right now
+# (as opposed to a bug in a statement): SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED,
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL,
+# SQLITE_NOTADB.
+_UNAVAILABLE_CODES = frozenset({3, 5, 6, 8, 10, 13, 14, 15, 26})
+_UNAVAILABLE_MESSAGES = ("unable to open", "database is locked", "disk i/o error", "not a database")
+
+# Connections inherited over fork(). SQLite forbids using them in the child,
+# and closing them there could checkpoint or delete the parent's WAL file, so
+# the child keeps them referenced (never closed, never collected) instead.
+_ABANDONED: list[sqlite3.Connection] = []
+
+_fork_guard = threading.Lock()
+
+
+def _renew_fork_guard() -> None:
+    # The parent's lock may have been held by a thread that does not exist here.
+    global _fork_guard
+    _fork_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_fork_guard)
+
+T = TypeVar("T")
+
+
+class ProcessLocal(Generic[T]):
+    """A value owned by one process: a forked child builds its own on first use.
+
+    The value inherited from the parent is handed to ``abandon`` (never reused),
+    which must not release anything in the parent's name.
+    """
+
+    def __init__(self, factory: Callable[[], T], abandon: Callable[[T], None]) -> None:
+        self._factory = factory
+        self._abandon = abandon
+        self._value: tuple[int, T] | None = None
+
+    def get(self) -> T:
+        """This process's value, built when missing."""
+        pid = os.getpid()
+        value = self._value
+        if value is not None and value[0] == pid:
+            return value[1]
+        with _fork_guard:
+            value = self._value
+            if value is None or value[0] != pid:
+                if value is not None:
+                    self._abandon(value[1])
+                value = (pid, self._factory())
+                self._value = value
+            return value[1]
+
+    def pop(self) -> T | None:
+        """Forget this process's value and return it (``None`` when there is none)."""
+        with _fork_guard:
+            value, self._value = self._value, None
+        if value is None:
+            return None
+        if value[0] != os.getpid():
+            self._abandon(value[1])
+            return None
+        return value[1]
+
+
+def json_list(values: Collection[str]) -> str:
+    """A JSON array of ``values``, for ``IN (SELECT value FROM json_each(?))``."""
+    return json.dumps(list(values), ensure_ascii=False)
+
+
+class _Connections:
+    """One process's connections to a database file."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self.database = database
+        self.write_lock = threading.Lock()
+        self.writer: sqlite3.Connection | None = None
+        self.pool_lock = threading.Lock()
+        self.idle: list[sqlite3.Connection] = []
+        # Every open connection, busy or idle, so close() and abandon() miss none.
+        self.every: set[sqlite3.Connection] = set()
+        self.closed = False
+
+    def connect(self) -> sqlite3.Connection:
+        # Readers move between threads of the pool, and close() may run in
+        # another thread than the one that connected: hence check_same_thread.
+        connection = sqlite3.connect(
+            self.database.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            # FULL syncs the WAL at every commit: a commit that returned
+            # survives a power loss (NORMAL would only protect the file).
+            connection.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            connection.close()
+            raise
+        with self.pool_lock:
+            self.every.add(connection)
+        return connection
+
+    def check_open(self) -> None:
+        # A thread that fetched this object just before close() must not
+        # reconnect through it: nothing would ever close that connection.
+        if self.closed:
+            raise StoreUnavailableError(f"The SQLite store {self.database.path} was closed.")
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """The writer; the caller holds :attr:`write_lock`."""
+        self.check_open()
+        if self.writer is None:
+            self.writer = self.connect()
+        return self.writer
+
+    def take_reader(self) -> sqlite3.Connection:
+        with self.pool_lock:
+            self.check_open()
+            if self.idle:
+                return self.idle.pop()
+        return self.connect()
+
+    def give_back(self, connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            # A reader left inside a transaction would pin its snapshot (and the WAL) for good.
+            with suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        with self.pool_lock:
+            if not self.closed and len(self.idle) < MAX_IDLE_READERS:
+                self.idle.append(connection)
+                return
+            self.every.discard(connection)
+        connection.close()
+
+    def close(self) -> None:
+        """Close the writer (after the write in flight) and idle readers; busy ones close when given back."""
+        with self.write_lock, self.pool_lock:
+            self.closed = True
+            doomed = list(self.idle)
+            if self.writer is not None:
+                doomed.append(self.writer)
+            self.writer = None
+            self.idle.clear()
+            self.every.difference_update(doomed)
+        for connection in doomed:
+            with suppress(sqlite3.Error):
+                connection.close()
+
+    def abandon(self) -> None:
+        _ABANDONED.extend(self.every)
+        self.every.clear()
+        self.idle.clear()
+        self.writer = None
+
+
+class SqliteDatabase:
+    """A SQLite file as the stores use it: schema, writer, readers, errors.
+
+    ``schema`` lists the ``CREATE ... IF NOT EXISTS`` statements that
+    :meth:`open` runs. Nothing connects before :meth:`open`; a process forked
+    after it reconnects on first use.
+    """
+
+    def __init__(self, path: str, url: str, schema: Sequence[str]) -> None:
+        self.path = path
+        self.url = url
+        self.schema = tuple(SCHEMA_VERSION_SCHEMA) + tuple(schema)
+        self._state_lock = threading.Lock()
+        self._open = False
+        self._connections: ProcessLocal[_Connections] = ProcessLocal(
+            lambda: _Connections(self), _Connections.abandon
+        )
+
+    def open(self) -> None:
+        """Connect, switch the file to WAL, and create the missing tables (idempotent)."""
+        with self._state_lock:
+            if self._open:
+                return
+            self._open = True
+            try:
+                self._prepare()
+            except BaseException:
+                self._open = False
+                self._close_connections()
+                raise
+
+    def _prepare(self) -> None:
+        connections = self._connections.get()
+        # WAL cannot be entered inside a transaction; the mode is kept in the
+        # file, so only the first opener of a new file changes anything.
+        # While another process switches it, SQLite answers "database is
+        # locked" at once instead of calling the busy handler: hence the retries.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        with connections.write_lock, self._errors():
+            while True:
+                try:
+                    (mode,) = connections.writer_connection().execute("PRAGMA journal_mode=WAL").fetchone()
+                    break
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            logger.warning(
+                "%s cannot use WAL (journal mode %s): readers will wait for writers.", self.path, mode
+            )
+        with self.writing() as connection:
+            self._create_schema(connection)
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        # Runs under BEGIN IMMEDIATE, so processes starting together on an
+        # empty file create the tables one after the other.
+        for statement in self.schema:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO shimmie_schema_version (id, version) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+            (SCHEMA_VERSION,),
+        )
+        (version,) = connection.execute("SELECT version FROM shimmie_schema_version WHERE id = 1").fetchone()
+        if version > SCHEMA_VERSION:
+            raise ShimmieError(
+                f"{self.path} holds flask_shimmie schema version {version}, newer than this release "
+                f"understands ({SCHEMA_VERSION}); upgrade flask_shimmie."
+            )
+
+    def close(self) -> None:
+        """Close every connection of this process; :meth:`open` may be called again."""
+        with self._state_lock:
+            self._open = False
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        connections = self._connections.pop()
+        if connections is not None:
+            connections.close()
+
+    def describe(self) -> str:
+        """The database's URL (SQLite URLs hold no credentials)."""
+        return self.url
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` if the file cannot be read."""
+        with self.reading() as connection:
+            connection.execute("SELECT version FROM shimmie_schema_version").fetchall()
+
+    def require_open(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless :meth:`open` was called (and not :meth:`close`)."""
+        if not self._open:
+            raise StoreUnavailableError(f"The SQLite store {self.path} is not open; call open() first.")
+
+    def _live_connections(self) -> _Connections:
+        self.require_open()
+        return self._connections.get()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A reader connection in autocommit mode: each statement reads one snapshot.
+
+        Fetch results completely inside the block: an unfinished statement
+        would keep its snapshot, and the WAL could not be checkpointed.
+        """
+        connections = self._live_connections()
+        with self._errors():
+            connection = connections.take_reader()
+        try:
+            with self._errors():
+                yield connection
+        finally:
+            connections.give_back(connection)
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """The writer inside ``BEGIN IMMEDIATE``, committed at the end of the block.
+
+        Any exception rolls the transaction back, so nothing of it is written;
+        sqlite3 errors that mean the file is out of reach are raised as
+        :class:`StoreUnavailableError`.
+        """
+        connections = self._live_connections()
+        with connections.write_lock, self._errors():
+            connection = connections.writer_connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    with suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as error:
+            if _is_unavailable(error):
+                raise StoreUnavailableError(
+                    f"The SQLite database {self.path} cannot be used: {error}"
+                ) from error
+            raise
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if isinstance(code, int):
+        return code & 0xFF == 5  # SQLITE_BUSY
+    return "database is locked" in str(error).lower()
+
+
+def _is_unavailable(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if isinstance(code, int):
+        return code & 0xFF in _UNAVAILABLE_CODES
+    message = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and any(m in message for m in _UNAVAILABLE_MESSAGES)
+
+
+class SqlitePiiStore(PiiStore):
+    """PII rows in a SQLite file, in the ``shimmie_pii`` table.
+
+    Built from a URL on its own, it owns its database. The SQLite event store
+    builds one on its own database (``database=``) as its colocated PII store;
+    that one leaves opening and closing the connections to the event store.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str, *, url: str, database: SqliteDatabase | None = None) -> None:
+        self.path = path
+        self.url = url
+        self._owns_database = database is None
+        self._db = database if database is not None else SqliteDatabase(path, url, PII_SCHEMA)
+
+    def open(self) -> None:
+        """Connect, and create the missing tables (idempotent)."""
+        self._db.open()
+
+    def close(self) -> None:
+        """Release the connections (a colocated store leaves that to its event store)."""
+        if self._owns_database:
+            self._db.close()
+
+    def describe(self) -> str:
+        return self._db.describe()
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def put(self, records: Sequence[PiiRecord]) -> None:
+        if not records:
+            return
+        with self._db.writing() as connection:
+            self.put_in(connection, records)
+
+    @staticmethod
+    def put_in(connection: sqlite3.Connection, records: Sequence[PiiRecord]) -> None:
+        """Write ``records`` in the caller's transaction on ``connection``."""
+        now = time.time()
+        connection.executemany(
+            "INSERT INTO shimmie_pii (event_id, stream_id, data, written_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (event_id) DO UPDATE SET "
+            "stream_id = excluded.stream_id, data = excluded.data, written_at = excluded.written_at",
+            [(record.event_id, record.stream_id, record.values_json, now) for record in records],
+        )
+
+    def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
+        if not event_ids:
+            return {}
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                "SELECT event_id, data FROM shimmie_pii WHERE event_id IN (SELECT value FROM json_each(?))",
+                (json_list(set(event_ids)),),
+            ).fetchall()
+        return {event_id: data for event_id, data in rows}
+
+    def erase_stream(self, stream_id: str) -> int:
+        with self._db.writing() as connection:
+            return connection.execute("DELETE FROM shimmie_pii WHERE stream_id = ?", (stream_id,)).rowcount
+
+    def event_ids_older_than(self, seconds: float) -> list[str]:
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                "SELECT event_id FROM shimmie_pii WHERE written_at <= ?", (time.time() - seconds,)
+            ).fetchall()
+        return [event_id for (event_id,) in rows]
+
+    def delete(self, event_ids: Collection[str]) -> None:
+        if not event_ids:
+            return
+        with self._db.writing() as connection:
+            connection.execute(
+                "DELETE FROM shimmie_pii WHERE event_id IN (SELECT value FROM json_each(?))",
+                (json_list(set(event_ids)),),
+            )

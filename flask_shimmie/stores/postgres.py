@@ -1,0 +1,484 @@
+"""The PostgreSQL event store (``postgresql://user@host/db?schema=...``).
+
+Global order without gaps
+    A write transaction takes ``LOCK TABLE shimmie_events IN EXCLUSIVE MODE``
+    first, as the ``eventsourcing`` library does, then computes positions as
+    ``max(sequence_num) + 1`` with :class:`~flask_shimmie.stores.base.AppendPlanner`.
+    The lock serialises writers only (plain ``SELECT``\\ s take ACCESS SHARE,
+    which EXCLUSIVE does not block), and it is held until the commit is
+    visible, so transactions commit in position order: a reader that has seen
+    position *n* has seen every position before it, and a tailing reader that
+    asks for ``sequence_num > n`` never skips an event committed later with a
+    lower number. A sequence would be cheaper to take but leaves holes on
+    rollback and hands out numbers in start order rather than commit order,
+    which is exactly how tailing readers skip events.
+
+One write, four statements
+    ``BEGIN; LOCK TABLE ...`` (one message); one ``SELECT`` returning the last
+    position, the versions of the streams involved and the already stored
+    events among the batch's ids; after planning, one statement inserting the
+    events (``INSERT ... SELECT FROM unnest(...)``) and the PII rows and
+    calling ``pg_notify``; ``COMMIT``. Every round trip made while the lock
+    is held delays every other writer, so they are kept few: psycopg's
+    pipeline mode measured no faster here, its per-statement overhead eating
+    the round trips it saves. Notifications are delivered at commit, so a
+    listener never hears of an uncommitted position.
+
+Following other processes
+    :meth:`PostgresEventStore.wait_for_events` is served by one listener
+    thread per store, with its own autocommit connection doing ``LISTEN`` on a
+    channel named after the schema. It re-reads ``max(sequence_num)`` after
+    every (re)connection and every few idle seconds, so a lost connection or
+    notification delays a waiter but never leaves it behind.
+
+Locks
+    :meth:`PostgresEventStore.lock_stream` queues threads of one process on a
+    local lock first, then takes a session advisory lock (keyed by a hash of
+    schema and stream id) on a connection from a pool kept for lock holders.
+
+JSON columns are ``text``; see :mod:`flask_shimmie.pii.postgres` for why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from hashlib import blake2b
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from ..errors import ObjectLockedError, ShimmieError
+from ..events import Event
+from ..pii.base import PiiRecord
+from ..pii.postgres import (
+    PII_TABLES,
+    PII_UPSERT,
+    PooledConnection,
+    PostgresDatabase,
+    PostgresPiiStore,
+    TableSet,
+    advisory_key,
+    error_summary,
+    pii_upsert_params,
+)
+from .base import (
+    AppendBatch,
+    AppendPlanner,
+    AppendResult,
+    EventStore,
+    PositionSignal,
+    StreamLocks,
+    batch_event_ids,
+    batch_stream_ids,
+    decode_event,
+    encode_pii_fields,
+)
+
+logger = logging.getLogger("flask_shimmie")
+
+EVENT_TABLES = TableSet(
+    ("shimmie_events", "shimmie_events_event_name_idx"),
+    (
+        "CREATE TABLE IF NOT EXISTS {schema}.shimmie_events ("
+        " sequence_num bigint PRIMARY KEY,"
+        " stream_id text NOT NULL,"
+        " stream_version int NOT NULL,"
+        " event_id text NOT NULL UNIQUE,"
+        " event_name text NOT NULL,"
+        " data text NOT NULL,"
+        " meta text NOT NULL,"
+        " recorded_at timestamptz NOT NULL,"
+        " schema_version int NOT NULL,"
+        " pii_fields text NULL,"
+        " UNIQUE (stream_id, stream_version))",
+        "CREATE INDEX IF NOT EXISTS shimmie_events_event_name_idx ON {schema}.shimmie_events (event_name)",
+    ),
+)
+
+_COLUMNS = (
+    "sequence_num, stream_id, stream_version, event_id, event_name,"
+    " data, meta, recorded_at, schema_version, pii_fields"
+)
+
+#: Seconds without a notification after which the listener re-reads the
+#: last position anyway (a cheap guard against a silently lost connection).
+LISTENER_POLL = 5.0
+#: The longest pause between the listener's reconnection attempts.
+LISTENER_MAX_BACKOFF = 5.0
+
+
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema's store (at most 63 bytes)."""
+    name = f"shimmie_events_{schema}"
+    if len(name.encode()) > 63:
+        name = "shimmie_events_" + blake2b(schema.encode(), digest_size=16).hexdigest()
+    return name
+
+
+class PostgresEventStore(EventStore):
+    """Events in ``<schema>.shimmie_events``; see the module docstring for the design."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, key: str) -> None:
+        self.url = url
+        self.key = key
+        self._db = PostgresDatabase(url, key=key, tables=[EVENT_TABLES, PII_TABLES])
+        self._db.on_fork(self._forget_threads)
+        self.channel = channel_name(self._db.schema)
+        self._pii = PostgresPiiStore(url, key=key, database=self._db)
+        self._signal = PositionSignal()
+        self._locks = StreamLocks()
+        self._listener: _Listener | None = None
+        self._listener_guard = threading.Lock()
+
+        events = self._db.table("shimmie_events")
+        self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
+        # No parameters, so psycopg sends both statements in one message.
+        self._sql_begin = sql.SQL(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE {} IN EXCLUSIVE MODE"
+        ).format(events)
+        # A correlated max() per stream walks the (stream_id, stream_version)
+        # index backwards: one probe per stream, however long the stream.
+        versions = "(SELECT max(e.stream_version) FROM {events} e WHERE e.stream_id = s.id)"
+        self._sql_versions = sql.SQL("SELECT s.id, " + versions + " FROM unnest(%s::text[]) AS s(id)").format(
+            events=events
+        )
+        # What the planner needs, in one round trip: row kind 0 holds the last
+        # position, kind 1 a stream's version, kind 2 an already stored event.
+        self._sql_state = sql.SQL(
+            "SELECT 0, (SELECT coalesce(max(sequence_num), 0) FROM {events}), NULL::text, NULL::int,"
+            " NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::int, NULL::text"
+            " UNION ALL SELECT 1, " + versions + ", s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+            " FROM unnest(%s::text[]) AS s(id)"
+            " UNION ALL SELECT 2, " + _COLUMNS + " FROM {events} WHERE event_id = ANY(%s)"
+        ).format(events=events)
+        insert_events = sql.SQL(
+            "INSERT INTO {} (" + _COLUMNS + ")"
+            " SELECT n, s, v, i, name, d, m, %s::timestamptz, sv, p FROM unnest("
+            "%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::int[], %s::text[]) AS r(n, s, v, i, name, d, m, sv, p)"
+        ).format(events)
+        insert_pii = sql.SQL(PII_UPSERT).format(pii=self._db.table("shimmie_pii"))
+        # Data-modifying WITH clauses run whether or not the SELECT reads them.
+        self._sql_insert = sql.SQL("WITH e AS ({}) SELECT pg_notify(%s, %s)").format(insert_events)
+        self._sql_insert_pii = sql.SQL("WITH e AS ({}), p AS ({}) SELECT pg_notify(%s, %s)").format(
+            insert_events, insert_pii
+        )
+        self._sql_existing = sql.SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(events)
+        self._sql_counts = sql.SQL(
+            "SELECT event_name, count(*) FROM {} GROUP BY event_name ORDER BY min(sequence_num)"
+        ).format(events)
+        # Every stream has exactly one event at version 1.
+        self._sql_streams = sql.SQL("SELECT count(*) FROM {} WHERE stream_version = 1").format(events)
+        self._read_sql: dict[tuple[bool, bool], sql.Composed] = {}
+        for by_stream in (False, True):
+            for by_name in (False, True):
+                where: sql.Composable = sql.SQL("sequence_num > %s")
+                if by_stream:
+                    where += sql.SQL(" AND stream_id = ANY(%s)")
+                if by_name:
+                    where += sql.SQL(" AND event_name = ANY(%s)")
+                self._read_sql[by_stream, by_name] = sql.SQL(
+                    "SELECT " + _COLUMNS + " FROM {} WHERE {} ORDER BY sequence_num LIMIT %s"
+                ).format(events, where)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the pool and create the missing tables (events and PII)."""
+        self._db.open()
+
+    def close(self) -> None:
+        """Stop the listener and close the pools; :meth:`open` may follow."""
+        self._db.check_process()
+        with self._listener_guard:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop(self._db)
+        self._db.close()
+
+    def _forget_threads(self) -> None:
+        # In a forked child the listener thread does not exist and these locks
+        # may have been held by parent threads at the fork.
+        self._listener = None
+        self._listener_guard = threading.Lock()
+        self._signal = PositionSignal()
+        self._locks = StreamLocks()
+
+    def describe(self) -> str:
+        return self._db.describe()
+
+    def ping(self) -> None:
+        with self._db.connection() as conn:
+            conn.execute("SELECT 1")
+
+    def colocated_pii_store(self) -> PostgresPiiStore:
+        return self._pii
+
+    # -- writing -----------------------------------------------------------
+
+    def append_batches(
+        self, batches: Sequence[AppendBatch], *, write_pii: bool = False
+    ) -> list[AppendResult | ShimmieError]:
+        if not batches:
+            return []
+        with self._db.connection() as conn:
+            outcomes, last = self._append(conn, batches, write_pii)
+        if last:
+            self._signal.advance(last)
+        return outcomes
+
+    def _append(
+        self, conn: PooledConnection, batches: Sequence[AppendBatch], write_pii: bool
+    ) -> tuple[list[AppendResult | ShimmieError], int]:
+        # The transaction is managed by hand so that BEGIN and LOCK share a
+        # round trip (conn.transaction() would send BEGIN on its own).
+        conn.execute(self._sql_begin, prepare=False)
+        try:
+            state = conn.execute(
+                self._sql_state, [sorted(batch_stream_ids(batches)), batch_event_ids(batches)]
+            ).fetchall()
+            last = 0
+            versions: dict[str, int] = {}
+            known: dict[str, Event] = {}
+            for kind, number, stream_id, *rest in state:
+                if kind == 0:
+                    last = number
+                elif kind == 1:
+                    if number is not None:
+                        versions[stream_id] = number
+                else:
+                    event = decode_event(number, stream_id, *rest)
+                    known[event.event_id] = event
+            planner = AppendPlanner(last, versions, known)
+            outcomes = [planner.plan(batch) for batch in batches]
+            rows = planner.rows
+            if rows:
+                pending = [row.pending for row in rows]
+                params: list[Any] = [
+                    planner.now,
+                    [row.sequence_num for row in rows],
+                    [e.stream_id for e in pending],
+                    [row.stream_version for row in rows],
+                    [e.event_id for e in pending],
+                    [e.event_name for e in pending],
+                    [e.data_json for e in pending],
+                    [e.meta_json for e in pending],
+                    [e.schema_version for e in pending],
+                    [encode_pii_fields(e.pii_fields) for e in pending],
+                ]
+                pii = [
+                    PiiRecord(e.event_id, e.stream_id, e.pii_json)
+                    for e in pending
+                    if write_pii and e.pii_json is not None
+                ]
+                if pii:
+                    params += pii_upsert_params(pii)
+                params += [self.channel, str(planner.last_sequence_num)]
+                conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.broken:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return outcomes, planner.last_sequence_num if rows else 0
+
+    # -- reading -----------------------------------------------------------
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        if limit is not None and limit <= 0:
+            return []
+        params: list[Any] = [max(after, 0)]
+        if stream_ids is not None:
+            if not stream_ids:
+                return []
+            params.append(list(set(stream_ids)))
+        if event_names is not None:
+            if not event_names:
+                return []
+            params.append(list(set(event_names)))
+        params.append(limit)
+        query = self._read_sql[stream_ids is not None, event_names is not None]
+        with self._db.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [decode_event(*row) for row in rows]
+
+    def last_sequence_num(self) -> int:
+        with self._db.connection() as conn:
+            row = conn.execute(self._sql_last).fetchone()
+        return int(row[0]) if row else 0
+
+    def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        ids = list(set(stream_ids))
+        if not ids:
+            return {}
+        with self._db.connection() as conn:
+            rows = conn.execute(self._sql_versions, [ids]).fetchall()
+        return {stream_id: version or 0 for stream_id, version in rows}
+
+    def existing_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        ids = list(set(event_ids))
+        if not ids:
+            return set()
+        with self._db.connection() as conn:
+            return {row[0] for row in conn.execute(self._sql_existing, [ids])}
+
+    def count_by_event_name(self) -> dict[str, int]:
+        with self._db.connection() as conn:
+            return {name: count for name, count in conn.execute(self._sql_counts)}
+
+    def count_streams(self) -> int:
+        with self._db.connection() as conn:
+            row = conn.execute(self._sql_streams).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- locks and notifications -------------------------------------------
+
+    def lock_stream(self, stream_id: str, timeout: float) -> AbstractContextManager[None]:
+        return self._hold(stream_id, timeout)
+
+    @contextmanager
+    def _hold(self, stream_id: str, timeout: float) -> Iterator[None]:
+        self._db.check_process()
+        deadline = time.monotonic() + timeout
+        # Threads of this process wait here, without holding a connection.
+        with self._locks.hold(stream_id, timeout):
+            key = advisory_key(self._db.schema, stream_id)
+            pool = self._db.lock_pool()
+            with self._db.translate():
+                conn = pool.getconn()
+            try:
+                self._acquire(conn, key, stream_id, timeout, deadline - time.monotonic())
+                try:
+                    yield
+                finally:
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+                    except psycopg.Error:
+                        # Ending the session is what releases its locks for sure.
+                        conn.close()
+            finally:
+                pool.putconn(conn)
+
+    def _acquire(
+        self, conn: PooledConnection, key: int, stream_id: str, timeout: float, remaining: float
+    ) -> None:
+        with self._db.translate():
+            if remaining < 0.001:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                if not (row and row[0]):
+                    raise ObjectLockedError(stream_id, timeout)
+                return
+            try:
+                # A session lock outlives this transaction; SET LOCAL keeps
+                # the timeout from outliving it.
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true)",
+                        [f"{max(1, math.ceil(remaining * 1000))}ms"],
+                    )
+                    conn.execute("SELECT pg_advisory_lock(%s)", [key])
+            except pg_errors.LockNotAvailable:
+                raise ObjectLockedError(stream_id, timeout) from None
+
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        self._db.check_process()
+        signal = self._signal
+        if self._listener is None:
+            self._start_listener(signal)
+        return signal.wait_past(after, timeout)
+
+    def _start_listener(self, signal: PositionSignal) -> None:
+        with self._listener_guard:
+            if self._listener is not None:
+                return
+            try:
+                signal.advance(self.last_sequence_num())
+            except ShimmieError as error:
+                # The listener keeps retrying; a waiter just times out meanwhile.
+                logger.warning("%s", error)
+            self._listener = _Listener(self._db, self.channel, signal, self._sql_last)
+
+
+class _Listener:
+    """A thread that LISTENs on the store's channel and advances a signal."""
+
+    def __init__(
+        self, db: PostgresDatabase, channel: str, signal: PositionSignal, last_sql: sql.Composed
+    ) -> None:
+        self._db = db
+        self._channel = channel
+        self._signal = signal
+        self._last_sql = last_sql
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"shimmie-listener:{channel}", daemon=True)
+        self._thread.start()
+
+    def stop(self, db: PostgresDatabase) -> None:
+        """Stop the thread, waking it with a notification rather than waiting for its poll."""
+        self._stopping.set()
+        if db.is_open():
+            try:
+                with db.connection() as conn:
+                    # "0" advances no one, in this process or any other.
+                    conn.execute("SELECT pg_notify(%s, '0')", [self._channel])
+            except ShimmieError:
+                pass
+        self._thread.join(timeout=LISTENER_POLL + 1)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                with self._db.connect() as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    # Listening first, then reading, so nothing falls in between.
+                    self._catch_up(conn)
+                    backoff = 0.1
+                    self._follow(conn)
+            except psycopg.Error as error:
+                if self._stopping.is_set():
+                    return
+                logger.warning(
+                    "%s = %s: event listener lost its connection (%s); retrying in %.1fs",
+                    self._db.key,
+                    self._db.safe_url,
+                    error_summary(error),
+                    backoff,
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, LISTENER_MAX_BACKOFF)
+
+    def _follow(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stopping.is_set():
+            heard = False
+            for note in conn.notifies(timeout=LISTENER_POLL):
+                heard = True
+                try:
+                    self._signal.advance(int(note.payload))
+                except ValueError:
+                    pass
+                if self._stopping.is_set():
+                    return
+            if not heard:
+                self._catch_up(conn)
+
+    def _catch_up(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute(self._last_sql).fetchone()
+        self._signal.advance(int(row[0]) if row else 0)

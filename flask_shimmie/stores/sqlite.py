@@ -1,0 +1,411 @@
+"""The SQLite event store (``sqlite:///events.db``): one file, shared by the processes of one host.
+
+Writers take turns: threads under a lock around the process's one writer
+connection, processes under ``BEGIN IMMEDIATE``. Inside that transaction the
+store reads what :class:`~flask_shimmie.stores.base.AppendPlanner` needs and
+inserts its rows, so positions are gap-free and the checks see every commit.
+The file runs in WAL mode, so readers (a pool of connections) never wait for
+the writer, and with ``synchronous=FULL``, so a commit that returned survives
+a power loss. Another process's events are noticed by polling the last
+position; stream locks are byte-range locks on a ``<file>-locks`` sidecar.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import ObjectLockedError, ShimmieError, StoreUnavailableError
+from ..events import Event
+from ..pii.base import PiiRecord
+from ..pii.sqlite import PII_SCHEMA, ProcessLocal, SqliteDatabase, SqlitePiiStore, json_list
+from .base import (
+    AppendBatch,
+    AppendPlanner,
+    AppendResult,
+    EventStore,
+    PositionSignal,
+    StreamLocks,
+    batch_event_ids,
+    batch_stream_ids,
+    decode_event,
+    encode_pii_fields,
+)
+
+#: The events table; the event store also creates :data:`~flask_shimmie.pii.sqlite.PII_SCHEMA`.
+EVENTS_SCHEMA = (
+    # recorded_at is ISO 8601 text in UTC with microseconds: exact, sortable,
+    # and readable in the sqlite3 shell.
+    """CREATE TABLE IF NOT EXISTS shimmie_events (
+        sequence_num INTEGER PRIMARY KEY,
+        stream_id TEXT NOT NULL,
+        stream_version INTEGER NOT NULL,
+        event_id TEXT NOT NULL UNIQUE,
+        event_name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        pii_fields TEXT NULL,
+        UNIQUE (stream_id, stream_version)
+    )""",
+    "CREATE INDEX IF NOT EXISTS shimmie_events_event_name ON shimmie_events (event_name)",
+)
+
+#: Seconds between two looks at the file for other processes' events.
+POLL_INTERVAL = 0.05
+
+#: Seconds between two tries at another process's stream lock.
+LOCK_POLL_INTERVAL = 0.005
+
+_COLUMNS = (
+    "sequence_num, stream_id, stream_version, event_id, event_name, "
+    "data, meta, recorded_at, schema_version, pii_fields"
+)
+_INSERT = f"INSERT INTO shimmie_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_IN_LIST = "IN (SELECT value FROM json_each(?))"
+
+
+class _LockFile:
+    """A ``<file>-locks`` sidecar, open once in this process, and the thread locks in front of it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise StoreUnavailableError(f"Cannot open the stream lock file {path}: {error}") from error
+        # fcntl locks belong to the process, so they cannot keep two of its
+        # threads apart: these locks do that first.
+        self.threads = StreamLocks()
+        self.users = 0
+
+
+class _LockFiles:
+    """This process's open lock files, one per path.
+
+    Closing any descriptor of a file drops every fcntl lock the process holds
+    on it, so stores on the same file share one descriptor, closed only when
+    the last of them closes.
+    """
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.files: dict[str, _LockFile] = {}
+
+    def acquire(self, path: str) -> _LockFile:
+        with self.guard:
+            lock_file = self.files.get(path)
+            if lock_file is None:
+                lock_file = self.files[path] = _LockFile(path)
+            lock_file.users += 1
+            return lock_file
+
+    def release(self, lock_file: _LockFile) -> None:
+        with self.guard:
+            lock_file.users -= 1
+            if lock_file.users == 0 and self.files.get(lock_file.path) is lock_file:
+                del self.files[lock_file.path]
+                os.close(lock_file.fd)
+
+    def abandon(self) -> None:
+        # A child holds none of its parent's fcntl locks, so closing the
+        # inherited descriptors here cannot release them.
+        for lock_file in self.files.values():
+            os.close(lock_file.fd)
+        self.files.clear()
+
+
+_lock_files: ProcessLocal[_LockFiles] = ProcessLocal(_LockFiles, _LockFiles.abandon)
+
+
+class _ProcessState:
+    """What the store keeps per process besides connections."""
+
+    def __init__(self) -> None:
+        self.signal = PositionSignal()
+        self.guard = threading.Lock()
+        self.polled_at = float("-inf")
+        self.lock_file: _LockFile | None = None
+
+    def lock_file_for(self, path: str) -> _LockFile:
+        with self.guard:
+            if self.lock_file is None:
+                self.lock_file = _lock_files.get().acquire(path)
+            return self.lock_file
+
+    def release(self) -> None:
+        with self.guard:
+            lock_file, self.lock_file = self.lock_file, None
+        if lock_file is not None:
+            _lock_files.get().release(lock_file)
+
+
+def _forget(state: _ProcessState) -> None:
+    # The inherited lock file belongs to the inherited registry, which the
+    # child drops on its own.
+    state.lock_file = None
+
+
+def lock_offset(stream_id: str) -> int:
+    """The byte of the lock file that stands for ``stream_id`` (the same in every process)."""
+    digest = hashlib.blake2b(stream_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**62 - 1)
+
+
+def _decode(row: Sequence[Any]) -> Event:
+    return decode_event(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        datetime.fromisoformat(row[7]),
+        row[8],
+        row[9],
+    )
+
+
+def _encode_time(moment: datetime) -> str:
+    # A naive time (only an import can bring one) is taken as UTC, as stored
+    # times are, rather than as this host's local time.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class SqliteEventStore(EventStore):
+    """Events in a SQLite file (``sqlite:///path.db``), safe for several processes on one host.
+
+    ``path`` is the database file; ``url`` is what :meth:`describe` shows.
+    The colocated PII store keeps its table in the same file.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str, *, url: str) -> None:
+        self.path = path
+        self.url = url
+        self.lock_path = f"{os.path.realpath(path)}-locks"
+        self._db = SqliteDatabase(path, url, EVENTS_SCHEMA + PII_SCHEMA)
+        self._pii = SqlitePiiStore(path, url=url, database=self._db)
+        self._process: ProcessLocal[_ProcessState] = ProcessLocal(_ProcessState, _forget)
+
+    def open(self) -> None:
+        """Connect, and create the missing tables, the PII table included (idempotent)."""
+        self._db.open()
+
+    def close(self) -> None:
+        """Close the connections and the lock file; the store may be opened again."""
+        state = self._process.pop()
+        if state is not None:
+            state.release()
+        self._db.close()
+
+    def describe(self) -> str:
+        return self._db.describe()
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def append_batches(
+        self, batches: Sequence[AppendBatch], *, write_pii: bool = False
+    ) -> list[AppendResult | ShimmieError]:
+        if not batches:
+            return []
+        with self._db.writing() as connection:
+            (last,) = connection.execute(
+                "SELECT coalesce(max(sequence_num), 0) FROM shimmie_events"
+            ).fetchone()
+            versions = self._versions(connection, batch_stream_ids(batches))
+            known = connection.execute(
+                f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
+                (json_list(batch_event_ids(batches)),),
+            ).fetchall()
+            planner = AppendPlanner(last, versions, {row[3]: _decode(row) for row in known})
+            outcomes = [planner.plan(batch) for batch in batches]
+            if planner.rows:
+                connection.executemany(
+                    _INSERT,
+                    [
+                        (
+                            row.sequence_num,
+                            row.pending.stream_id,
+                            row.stream_version,
+                            row.pending.event_id,
+                            row.pending.event_name,
+                            row.pending.data_json,
+                            row.pending.meta_json,
+                            _encode_time(row.recorded_at),
+                            row.pending.schema_version,
+                            encode_pii_fields(row.pending.pii_fields),
+                        )
+                        for row in planner.rows
+                    ],
+                )
+            if write_pii:
+                pii = [
+                    PiiRecord(row.pending.event_id, row.pending.stream_id, row.pending.pii_json)
+                    for row in planner.rows
+                    if row.pending.pii_json is not None
+                ]
+                if pii:
+                    SqlitePiiStore.put_in(connection, pii)
+        self._process.get().signal.advance(planner.last_sequence_num)
+        return outcomes
+
+    @staticmethod
+    def _versions(connection: sqlite3.Connection, stream_ids: Collection[str]) -> dict[str, int]:
+        if not stream_ids:
+            return {}
+        rows = connection.execute(
+            "SELECT stream_id, max(stream_version) FROM shimmie_events "
+            f"WHERE stream_id {_IN_LIST} GROUP BY stream_id",
+            (json_list(stream_ids),),
+        ).fetchall()
+        return {stream_id: version for stream_id, version in rows}
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        if (
+            (limit is not None and limit <= 0)
+            or (stream_ids is not None and not stream_ids)
+            or (event_names is not None and not event_names)
+        ):
+            return []
+        clauses = ["sequence_num > ?"]
+        params: list[object] = [max(after, 0)]
+        if stream_ids is not None:
+            clauses.append(f"stream_id {_IN_LIST}")
+            params.append(json_list(set(stream_ids)))
+        if event_names is not None:
+            # With streams named, their index is the selective one: the unary
+            # plus keeps the planner off the event_name index.
+            clauses.append(f"{'+' if stream_ids is not None else ''}event_name {_IN_LIST}")
+            params.append(json_list(set(event_names)))
+        params.append(-1 if limit is None else limit)
+        query = (
+            f"SELECT {_COLUMNS} FROM shimmie_events WHERE {' AND '.join(clauses)} "
+            "ORDER BY sequence_num LIMIT ?"
+        )
+        with self._db.reading() as connection:
+            rows = connection.execute(query, params).fetchall()
+        return [_decode(row) for row in rows]
+
+    def last_sequence_num(self) -> int:
+        with self._db.reading() as connection:
+            (last,) = connection.execute(
+                "SELECT coalesce(max(sequence_num), 0) FROM shimmie_events"
+            ).fetchone()
+        self._process.get().signal.advance(last)
+        return int(last)
+
+    def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        if not stream_ids:
+            return {}
+        with self._db.reading() as connection:
+            versions = self._versions(connection, set(stream_ids))
+        return {stream_id: versions.get(stream_id, 0) for stream_id in stream_ids}
+
+    def existing_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                f"SELECT event_id FROM shimmie_events WHERE event_id {_IN_LIST}",
+                (json_list(set(event_ids)),),
+            ).fetchall()
+        return {event_id for (event_id,) in rows}
+
+    def count_by_event_name(self) -> dict[str, int]:
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                "SELECT event_name, count(*) FROM shimmie_events GROUP BY event_name"
+            ).fetchall()
+        return {name: count for name, count in rows}
+
+    def count_streams(self) -> int:
+        with self._db.reading() as connection:
+            (count,) = connection.execute("SELECT count(DISTINCT stream_id) FROM shimmie_events").fetchone()
+        return int(count)
+
+    def lock_stream(self, stream_id: str, timeout: float) -> AbstractContextManager[None]:
+        """Hold ``stream_id`` against the other threads and processes using this file.
+
+        Raises :class:`ObjectLockedError` after ``timeout`` seconds, and
+        :class:`StoreUnavailableError` when the store is not open.
+        """
+        return self._hold(stream_id, timeout)
+
+    @contextmanager
+    def _hold(self, stream_id: str, timeout: float) -> Iterator[None]:
+        deadline = time.monotonic() + max(timeout, 0)
+        self._db.require_open()
+        lock_file = self._process.get().lock_file_for(self.lock_path)
+        offset = lock_offset(stream_id)
+        with lock_file.threads.hold(stream_id, timeout):
+            while True:
+                try:
+                    fcntl.lockf(lock_file.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                    break
+                except OSError as error:
+                    if error.errno not in (errno.EACCES, errno.EAGAIN):
+                        raise StoreUnavailableError(
+                            f"Cannot lock {stream_id!r} in {lock_file.path}: {error}"
+                        ) from error
+                if time.monotonic() >= deadline:
+                    raise ObjectLockedError(stream_id, timeout)
+                time.sleep(LOCK_POLL_INTERVAL)
+            try:
+                yield
+            finally:
+                # Fails only when close() already closed the file, which dropped the lock.
+                with suppress(OSError):
+                    fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, offset)
+
+    def wait_for_events(self, after: int, timeout: float) -> int:
+        deadline = time.monotonic() + max(timeout, 0)
+        state = self._process.get()
+        while True:
+            position = self._poll(state)
+            if position > after:
+                return position
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return position
+            # This process's commits wake the wait at once; other processes'
+            # are seen at the next poll.
+            position = state.signal.wait_past(after, min(POLL_INTERVAL, remaining))
+            if position > after:
+                return position
+
+    def _poll(self, state: _ProcessState) -> int:
+        # However many threads wait, the file is read at most once per interval.
+        now = time.monotonic()
+        with state.guard:
+            stale = now - state.polled_at >= POLL_INTERVAL
+            if stale:
+                state.polled_at = now
+        if stale:
+            return self.last_sequence_num()
+        return state.signal.position
+
+    def colocated_pii_store(self) -> SqlitePiiStore:
+        return self._pii
