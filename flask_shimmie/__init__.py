@@ -7,6 +7,14 @@ that subscribe to it.
 
 from __future__ import annotations
 
+from .auth import (
+    AuthorizationNotImplemented,
+    any_identity,
+    authorize,
+    current_identity,
+    get_identity,
+    no_authorization,
+)
 from .dispatch import event_recorded, pii_erased, replay_finished, replay_started
 from .errors import (
     ConfigurationError,
@@ -25,6 +33,12 @@ from .models import Model, subscribe
 
 __all__ = [
     "ANY",
+    "AuthorizationNotImplemented",
+    "any_identity",
+    "authorize",
+    "current_identity",
+    "get_identity",
+    "no_authorization",
     "NO_STREAM",
     "PII_ERASED_EVENT",
     "STREAM_EXISTS",

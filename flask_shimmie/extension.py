@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 from werkzeug.local import LocalProxy
 
+from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver, event_recorded, pii_erased, replay_finished, replay_started
 from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
@@ -64,6 +65,8 @@ class ShimmieStack:
         self._pre_init: list[Callable[[], Any]] = []
         self._post_init: list[Callable[[], Any]] = []
         self._types = PayloadTypes()
+        self._authenticator: Callable[[], Any] | None = None
+        self._admin_authorizer: Callable[[Any], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -97,6 +100,10 @@ class ShimmieStack:
             state.add_function(event_name, handler)
         for mount in self._mounts:
             self._register_mount(app, settings, mount)
+        if settings.admin_url is not None:
+            from .admin import create_admin_blueprint
+
+            app.register_blueprint(create_admin_blueprint(), url_prefix=settings.admin_url)
         self._apps.add(app)
 
     def set_logger(self, logger: logging.Logger) -> ShimmieStack:
@@ -137,7 +144,12 @@ class ShimmieStack:
 
     def _register_mount(self, app: Flask, settings: Settings, mount: _Mount) -> None:
         version = settings.api_version if mount.api_version is None else mount.api_version
-        app.register_blueprint(mount.blueprint, url_prefix=f"{version}{mount.mount_point}" or None)
+        prefix = f"{version}{mount.mount_point}" or None
+        if settings.enforce_authorization:
+            missing = undeclared_views(mount.blueprint, prefix)
+            if missing:
+                raise AuthorizationNotImplemented(mount.name, missing)
+        app.register_blueprint(mount.blueprint, url_prefix=prefix)
 
     def register_model(self, model_cls: type[M]) -> type[M]:
         """Give every app one instance of ``model_cls``; usable as a class decorator.
@@ -203,6 +215,26 @@ class ShimmieStack:
             return fn
 
         return register if handler is None else register(handler)
+
+    def authenticator(self, fn: F) -> F:
+        """Register ``fn() -> identity | None``, run at most once per request, when first needed.
+
+        Usable as a decorator. ``flask_shimmie.current_identity`` is its result.
+        """
+        if not callable(fn):
+            raise TypeError(f"authenticator() needs a function, not {fn!r}.")
+        self._authenticator = fn
+        return fn
+
+    def admin_authorizer(self, check: F) -> F:
+        """Register ``check(identity) -> bool`` guarding the admin API (all but ``/health``).
+
+        Usable as a decorator. Without one, the admin API answers 403.
+        """
+        if not callable(check):
+            raise TypeError(f"admin_authorizer() needs a check(identity) -> bool function, not {check!r}.")
+        self._admin_authorizer = check
+        return check
 
     def register_pre_init(self, fn: Callable[[], Any]) -> ShimmieStack:
         """Run ``fn()`` at startup, after the stores open and before the replay. Chainable."""
