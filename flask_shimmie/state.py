@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from .dispatch import Dispatcher, Receiver
 from .errors import PiiNotConfiguredError
 from .events import Event
 from .follower import Follower
+from .group_commit import GroupCommitter
 from .models import Model, readable_name
 from .pii.base import PiiRecord, PiiStore
 from .pii.fields import merge_pii
@@ -48,6 +50,13 @@ class AppState:
         else:
             self.pii_store = pii_store_from_url(str(settings.pii_store), instance_path=app.instance_path)
         self.dispatcher = Dispatcher(app, self.event_store, self.decode, logger)
+        # Memory has no fsync to share; durable stores group concurrent writers.
+        self.committer: GroupCommitter | None = None
+        if self.event_store.backend != "memory":
+            write_pii = self.pii_colocated and self.pii_store is not None
+            self.committer = GroupCommitter(
+                lambda batches: self.event_store.append_batches(batches, write_pii=write_pii)
+            )
         self.preparer = EventPreparer(stack._load_payload, stack._schema_version, self.pii_store is not None)
         self.models: dict[type[Model], Model] = {}
         self.started = False
@@ -105,15 +114,19 @@ class AppState:
         ]
         if records and self.pii_store is None:
             raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: this app keeps no PII.")
+        if self.committer is not None:
+            append = self.committer.append
+        else:
+            append = functools.partial(self.event_store.append, write_pii=self.pii_colocated)
         if not records or self.pii_colocated:
-            return self.event_store.append(batch, write_pii=bool(records))
+            return append(batch)
         assert self.pii_store is not None
         known = self.event_store.existing_event_ids([r.event_id for r in records])
         fresh = [r for r in records if r.event_id not in known]
         if fresh:
             self.pii_store.put(fresh)
         try:
-            return self.event_store.append(batch)
+            return append(batch)
         except BaseException:
             if fresh:
                 self.pii_store.delete([r.event_id for r in fresh])

@@ -1,0 +1,100 @@
+"""Group commit: concurrent writers share transactions, each keeps its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_shimmie import NO_STREAM, ShimmieError, ShimmieStack, StreamVersionError
+from flask_shimmie.group_commit import GroupCommitter
+from flask_shimmie.stores.base import AppendBatch, AppendResult
+from tests.conftest import Journal
+
+
+def _batch(tag: str) -> AppendBatch:
+    return AppendBatch((), {tag: NO_STREAM})
+
+
+def test_writers_arriving_during_a_commit_share_the_next_one() -> None:
+    groups: list[list[str]] = []
+    first_started = threading.Event()
+    release = threading.Event()
+
+    def commit(batches: Sequence[AppendBatch]) -> list[AppendResult | ShimmieError]:
+        tags = [next(iter(b.expected)) for b in batches]
+        groups.append(tags)
+        if tags == ["first"]:
+            first_started.set()
+            release.wait(5)
+        return [AppendResult([], True) if t != "bad" else ShimmieError(f"rejected {t}") for t in tags]
+
+    committer = GroupCommitter(commit)
+    results: dict[str, str] = {}
+
+    def write(tag: str) -> None:
+        try:
+            committer.append(_batch(tag))
+            results[tag] = "ok"
+        except ShimmieError as error:
+            results[tag] = str(error)
+
+    leader = threading.Thread(target=write, args=("first",))
+    leader.start()
+    first_started.wait(5)
+    others = [threading.Thread(target=write, args=(tag,)) for tag in ("a", "bad", "b")]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # let them queue behind the commit in flight
+    release.set()
+    for thread in [leader, *others]:
+        thread.join(5)
+    assert groups[0] == ["first"]
+    assert sorted(groups[1]) == ["a", "b", "bad"] and len(groups) == 2
+    assert results == {"first": "ok", "a": "ok", "b": "ok", "bad": "rejected bad"}
+
+
+def test_a_failed_transaction_fails_every_batch_of_it() -> None:
+    def commit(batches: Sequence[AppendBatch]) -> list[AppendResult | ShimmieError]:
+        raise OSError("disk gone")
+
+    committer = GroupCommitter(commit)
+    with pytest.raises(OSError, match="disk gone"):
+        committer.append(_batch("x"))
+    with pytest.raises(OSError):  # and the committer is usable again afterwards
+        committer.append(_batch("y"))
+
+
+def test_concurrent_checked_writes_on_sqlite_keep_their_own_checks(
+    make_app: Callable[..., Flask], stack: ShimmieStack, tmp_path: Path
+) -> None:
+    app = make_app(SHIMMIE_EVENT_STORE=f"sqlite:///{tmp_path}/events.db")
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def write(n: int) -> None:
+        with app.app_context():
+            for i in range(25):
+                try:
+                    stack.record_event(f"hot-{i}", "E", {"n": n}, expected_version=NO_STREAM)
+                    result = "ok"
+                except StreamVersionError:
+                    result = "conflict"
+                with lock:
+                    outcomes.append(result)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes.count("ok") == 25 and outcomes.count("conflict") == 175  # one winner per stream
+    with app.app_context():
+        stored = stack.read_events()
+        assert [e.sequence_num for e in stored] == list(range(1, 26))
+        assert sorted(e.stream_id for e in stored) == sorted(f"hot-{i}" for i in range(25))
+        assert [e.sequence_num for e in stack.model(Journal).events] == list(range(1, 26))
