@@ -252,14 +252,18 @@ class Dispatcher:
     def _deliver(self, *, strict: bool, replay: bool, progress: Callable[[int], None] | None = None) -> None:
         while self.last_handled < self._wanted:
             events = self._take_pending()
+            from_pending = bool(events)
             if not events:
                 page = self.store.read(self.last_handled, 1000)
                 if not page:
                     break
                 events = self.decode(page)
+            fresh = not from_pending
+            receivers = self.receivers
             for event in events:
-                if event.sequence_num != self.last_handled + 1:
-                    if event.sequence_num <= self.last_handled:
+                position = event.sequence_num
+                if position != self.last_handled + 1:
+                    if position <= self.last_handled:
                         continue
                     # Stores are gap-free; a gap means the store broke its promise.
                     # Stop rather than skip an event: the next call tries again.
@@ -271,10 +275,16 @@ class Dispatcher:
                     self._wanted = self.last_handled
                     return
                 if replay:
-                    event = dataclasses.replace(event, replay=True)
-                for receiver in self.receivers(event.event_name):
-                    self._call(receiver, event, strict=strict)
-                self.last_handled = event.sequence_num
+                    if fresh:  # just decoded, seen by nobody yet: mark it in place
+                        object.__setattr__(event, "replay", True)
+                    else:
+                        event = dataclasses.replace(event, replay=True)
+                for receiver in receivers(event.event_name):
+                    try:
+                        receiver.handler(event)
+                    except Exception as error:
+                        self._failed(receiver, event, error, strict=strict)
+                self.last_handled = position
             if progress is not None:
                 progress(len(events))
         self._wanted = self.last_handled
@@ -297,14 +307,18 @@ class Dispatcher:
         try:
             receiver.handler(event)
         except Exception as error:
-            if strict:
-                raise ReplayError(event, receiver.label, error) from error
-            self.degraded[receiver.owner] = f"{type(error).__name__}: {error}"
-            self.logger.error(
-                "%s failed on event %s (%s on stream %r); the event is stored, the model may be stale",
-                receiver.label,
-                event.sequence_num,
-                event.event_name,
-                event.stream_id,
-                exc_info=error,
-            )
+            self._failed(receiver, event, error, strict=strict)
+
+    def _failed(self, receiver: Receiver, event: Event, error: Exception, *, strict: bool) -> None:
+        """Apply the error policy: raise during replay, else log and mark the owner degraded."""
+        if strict:
+            raise ReplayError(event, receiver.label, error) from error
+        self.degraded[receiver.owner] = f"{type(error).__name__}: {error}"
+        self.logger.error(
+            "%s failed on event %s (%s on stream %r); the event is stored, the model may be stale",
+            receiver.label,
+            event.sequence_num,
+            event.event_name,
+            event.stream_id,
+            exc_info=error,
+        )
