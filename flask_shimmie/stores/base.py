@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -234,6 +234,37 @@ def decode_event(
         schema_version,
         tuple(json.loads(pii_fields_json)) if pii_fields_json else (),
     )
+
+
+def decode_rows(
+    rows: Iterable[Sequence[Any]], parse_time: Callable[[Any], datetime] | None = None
+) -> list[Event]:
+    """Build events from stored rows in :func:`decode_event`'s column order.
+
+    ``parse_time`` turns the stored ``recorded_at`` into a datetime when the
+    backend keeps it as something else (SQLite keeps ISO text). This is the
+    replay hot path, so it is one flat loop.
+    """
+    events: list[Event] = []
+    append = events.append
+    for seq, stream_id, version, event_id, name, data, meta, at, schema_version, pii in rows:
+        append(
+            Event(
+                seq,
+                stream_id,
+                version,
+                event_id,
+                name,
+                loads(data),
+                {} if meta == "{}" else loads(meta),
+                parse_time(at) if parse_time is not None else at,
+                False,
+                False,
+                schema_version,
+                tuple(json.loads(pii)) if pii else (),
+            )
+        )
+    return events
 
 
 def encode_pii_fields(fields: tuple[str, ...]) -> str | None:

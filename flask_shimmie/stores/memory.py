@@ -26,6 +26,7 @@ from .base import (
     batch_event_ids,
     batch_stream_ids,
     decode_event,
+    decode_rows,
     encode_pii_fields,
 )
 
@@ -133,7 +134,7 @@ class MemoryEventStore(EventStore):
             candidates = [row for row in candidates if row[4] in names]
         if limit is not None:
             candidates = candidates[: max(limit, 0)]
-        return [decode_event(*row) for row in candidates]
+        return decode_rows(candidates)
 
     def last_sequence_num(self) -> int:
         return len(self._rows)

@@ -38,6 +38,7 @@ from .base import (
     batch_event_ids,
     batch_stream_ids,
     decode_event,
+    decode_rows,
     encode_pii_fields,
 )
 
@@ -307,7 +308,7 @@ class SqliteEventStore(EventStore):
         )
         with self._db.reading() as connection:
             rows = connection.execute(query, params).fetchall()
-        return [_decode(row) for row in rows]
+        return decode_rows(rows, datetime.fromisoformat)
 
     def last_sequence_num(self) -> int:
         with self._db.reading() as connection:
