@@ -96,6 +96,9 @@ class Dispatcher:
         self._pending_lock = threading.Lock()
         self._receivers: dict[str, tuple[Receiver, ...]] = {}
         self._connected: list[tuple[str, Receiver]] = []
+        #: Every this many positions, ``on_checkpoint(position)`` runs (0 = never).
+        self.checkpoint_every = 0
+        self.on_checkpoint: Callable[[int], None] | None = None
 
     # -- subscriptions -------------------------------------------------------
 
@@ -115,6 +118,10 @@ class Dispatcher:
                 keep.append((event_name, receiver))
         self._connected = keep
         self._receivers.clear()
+
+    def all_receivers(self) -> list[Receiver]:
+        """Every connected receiver, in subscription order."""
+        return [receiver for _, receiver in self._connected]
 
     def receivers(self, event_name: str) -> tuple[Receiver, ...]:
         """The receivers of ``event_name`` in delivery order (named first, then ``"*"``)."""
@@ -260,6 +267,7 @@ class Dispatcher:
                 events = self.decode(page)
             fresh = not from_pending
             receivers = self.receivers
+            checkpoint_every = self.checkpoint_every
             for event in events:
                 position = event.sequence_num
                 if position != self.last_handled + 1:
@@ -285,6 +293,8 @@ class Dispatcher:
                     except Exception as error:
                         self._failed(receiver, event, error, strict=strict)
                 self.last_handled = position
+                if checkpoint_every and not position % checkpoint_every and self.on_checkpoint:
+                    self.on_checkpoint(position)
             if progress is not None:
                 progress(len(events))
         self._wanted = self.last_handled

@@ -305,6 +305,8 @@ class ShimmieStack:
         state.open_stores()
         for fn in self._pre_init:
             fn()
+        if state.dispatcher.last_handled == 0:
+            state.dispatcher.last_handled = state.snapshots.restore()
         if replay_started.receivers:
             replay_started.send(app, from_sequence=state.dispatcher.last_handled + 1)
         count = state.dispatcher.replay_into_live(progress)
@@ -499,7 +501,12 @@ class ShimmieStack:
         check_name(stream_id, "stream_id")
         if state.pii_store is None:
             raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: there is no PII to erase.")
-        count = state.pii_store.erase_stream(stream_id)
+        # Count the events whose PII is still there: an orphaned row (its
+        # event never committed) is deleted too, but is no erased event.
+        with_pii = [e.event_id for e in state.event_store.read(0, stream_ids=[stream_id]) if e.pii_fields]
+        count = len(state.pii_store.get_json(with_pii)) if with_pii else 0
+        state.pii_store.erase_stream(stream_id)
+        state.event_store.delete_snapshots()  # they may hold the erased values
         self.record_unchecked_event(stream_id, PII_ERASED_EVENT, {"erased_events": count})
         if pii_erased.receivers:
             pii_erased.send(state.app, stream_id=stream_id, erased_events=count)

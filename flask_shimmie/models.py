@@ -38,7 +38,29 @@ def subscribe(*event_names: str) -> Callable[[F], F]:
 
 
 class Model:
-    """Base class of read models. Subclasses need a constructor without arguments."""
+    """Base class of read models. Subclasses need a constructor without arguments.
+
+    A model may also implement :meth:`snapshot` and :meth:`restore`; then the
+    stack stores its state every ``SHIMMIE_SNAPSHOT_EVERY`` events, and a
+    restart replays only the events after the last snapshot.
+    """
+
+    #: Bump it when :meth:`snapshot`'s shape or the model's logic changes:
+    #: snapshots taken with another version are ignored (a full replay runs).
+    snapshot_version: int = 1
+
+    def snapshot(self) -> Any:
+        """Return the model's state as JSON-serialisable data (override to enable snapshots)."""
+        raise NotImplementedError
+
+    def restore(self, state: Any) -> None:
+        """Set the model's state from what :meth:`snapshot` returned."""
+        raise NotImplementedError
+
+    @classmethod
+    def supports_snapshots(cls) -> bool:
+        """True if the class implements both :meth:`snapshot` and :meth:`restore`."""
+        return cls.snapshot is not Model.snapshot and cls.restore is not Model.restore
 
     @classmethod
     def subscriptions(cls) -> list[tuple[str, str]]:

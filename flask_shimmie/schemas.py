@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flask import request
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnprocessableEntity
 
 from .errors import validation_messages
@@ -19,15 +20,23 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def pii_paths(schema: Schema, prefix: str = "") -> tuple[str, ...]:
-    """Dotted paths of the fields marked ``metadata={"pii": True}``, nested schemas included."""
+    """Paths of the fields marked ``metadata={"pii": True}``, nested schemas included.
+
+    A field inside a list of objects (``Nested(..., many=True)`` or
+    ``List(Nested(...))``) gets a ``[]`` path, e.g. ``members[].email``.
+    """
     paths: list[str] = []
     for name, field in schema.fields.items():
-        key = field.data_key or name
-        path = f"{prefix}{key}"
+        path = f"{prefix}{field.data_key or name}"
         if field.metadata.get("pii"):
             paths.append(path)
-        elif isinstance(field, fields.Nested) and isinstance(field.schema, Schema) and not field.many:
-            paths.extend(pii_paths(field.schema, f"{path}."))
+            continue
+        inner, many = field, False
+        if isinstance(field, fields.List):
+            inner, many = field.inner, True
+        if isinstance(inner, fields.Nested) and isinstance(inner.schema, Schema):
+            many = many or bool(inner.many)
+            paths.extend(pii_paths(inner.schema, f"{path}[]." if many else f"{path}."))
     return tuple(paths)
 
 
@@ -86,16 +95,12 @@ class PayloadTypes:
         return data
 
 
-#: Where :func:`arguments` reads from, and how.
-LOCATIONS: dict[str, Callable[[], Any]] = {
-    "json": lambda: _json_body(),
-    "query": lambda: request.args,
-    "querystring": lambda: request.args,
-    "form": lambda: request.form,
-    "headers": lambda: request.headers,
-    "cookies": lambda: request.cookies,
-    "files": lambda: request.files,
-}
+#: Where :func:`arguments` reads from.
+LOCATIONS = ("json", "query", "querystring", "form", "headers", "cookies", "files")
+
+#: Locations whose unknown keys are ignored rather than refused, as webargs
+#: (under flask-smorest) does: a query string or headers carry much else.
+EXCLUDE_UNKNOWN = frozenset({"query", "querystring", "headers", "cookies", "files"})
 
 
 def _json_body() -> Any:
@@ -103,28 +108,57 @@ def _json_body() -> Any:
     return {} if body is None else body
 
 
+def _multi(values: MultiDict[str, Any], schema: Schema) -> dict[str, Any]:
+    """A plain dict of ``values``: every repeated value for list fields, the first otherwise."""
+    out: dict[str, Any] = {}
+    list_keys = {
+        field.data_key or name
+        for name, field in schema.fields.items()
+        if isinstance(field, (fields.List, fields.Tuple))
+    }
+    for key in values:
+        out[key] = values.getlist(key) if key in list_keys else values[key]
+    return out
+
+
+def _read(location: str, schema: Schema) -> Any:
+    if location == "json":
+        return _json_body()
+    if location in ("query", "querystring"):
+        return _multi(request.args, schema)
+    if location == "form":
+        return _multi(request.form, schema)
+    if location == "files":
+        return _multi(request.files, schema)
+    if location == "headers":
+        return dict(request.headers.items())
+    return dict(request.cookies)
+
+
 def arguments(schema: Schema | type[Schema], location: str = "json") -> Callable[[F], F]:
     """Validate the request's ``location`` with ``schema`` and pass the loaded data to the view.
 
     The data goes to the view as its first positional argument, the URL's
     arguments follow as keywords, as flask-smorest does. Invalid data answers 422 with
-    ``{"errors": {location: {field: [messages]}}}``.
+    ``{"errors": {location: {field: [messages]}}}``. Unknown keys are refused in
+    ``json`` and ``form`` (unless the schema says otherwise) and ignored
+    elsewhere; repeated query or form keys fill ``List`` fields.
     """
     instance = schema() if isinstance(schema, type) else schema
     if not isinstance(instance, Schema):
         raise TypeError(f"arguments() needs a marshmallow Schema, not {schema!r}.")
     if location not in LOCATIONS:
         raise ValueError(f"Unknown location {location!r}; use one of {', '.join(LOCATIONS)}.")
-    read = LOCATIONS[location]
+    unknown: Literal["exclude"] | None = EXCLUDE if location in EXCLUDE_UNKNOWN else None
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            raw = read()
+            raw = _read(location, instance)
             if location == "json" and not isinstance(raw, Mapping) and not instance.many:
                 raise _unprocessable(location, {"_schema": ["The body must be a JSON object."]})
             try:
-                loaded = instance.load(raw)
+                loaded = instance.load(raw, unknown=unknown)
             except ValidationError as error:
                 raise _unprocessable(location, validation_messages(error)) from None
             return view(*args, loaded, **kwargs)

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_ADMIN_URL": None,
     "SHIMMIE_AUTO_STARTUP": True,
     "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
+    "SHIMMIE_SNAPSHOT_EVERY": 10_000,
 }
 
 
@@ -45,6 +46,7 @@ class Settings:
     admin_url: str | None
     auto_startup: bool
     seq_wait_timeout: float
+    snapshot_every: int
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -73,6 +75,13 @@ class Settings:
             raise ConfigurationError(
                 f"SHIMMIE_ADMIN_URL = {admin!r} must be a path such as '/admin' or None."
             )
+        every = config["SHIMMIE_SNAPSHOT_EVERY"]
+        if every is None or every is False:
+            every = 0
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise ConfigurationError(
+                f"SHIMMIE_SNAPSHOT_EVERY = {every!r} must be a number of events (0 or None: no snapshots)."
+            )
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -86,4 +95,5 @@ class Settings:
             admin_url=normalise_prefix(admin, "SHIMMIE_ADMIN_URL") if admin else None,
             auto_startup=bool(config["SHIMMIE_AUTO_STARTUP"]),
             seq_wait_timeout=float(timeout),
+            snapshot_every=every,
         )

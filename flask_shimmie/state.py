@@ -23,6 +23,7 @@ from .pii.base import PiiRecord, PiiStore
 from .pii.fields import merge_pii
 from .recording import EventPreparer
 from .settings import Settings
+from .snapshots import Snapshotter
 from .stores.base import AppendBatch, AppendResult, EventStore
 from .stores.urls import event_store_from_url, pii_store_from_url
 
@@ -57,6 +58,9 @@ class AppState:
             self.committer = GroupCommitter(
                 lambda batches: self.event_store.append_batches(batches, write_pii=write_pii)
             )
+        self.snapshots = Snapshotter(self, settings.snapshot_every, logger)
+        self.dispatcher.checkpoint_every = settings.snapshot_every
+        self.dispatcher.on_checkpoint = self.snapshots.take
         self.preparer = EventPreparer(stack._load_payload, stack._schema_version, self.pii_store is not None)
         self.models: dict[type[Model], Model] = {}
         self.started = False
@@ -131,6 +135,12 @@ class AppState:
             if fresh:
                 self.pii_store.delete([r.event_id for r in fresh])
             raise
+
+    def reset_models(self) -> None:
+        """Replace every model with a fresh instance (after a failed restore)."""
+        for model_cls, instance in list(self.models.items()):
+            self.dispatcher.disconnect_owner(instance)
+            self.add_model(model_cls)
 
     def after_fork(self) -> None:
         """Forget what belonged to the parent process: threads, locks, started state.

@@ -1,15 +1,20 @@
 """Splitting PII out of a payload, merging it back, and anonymising it.
 
-PII fields are named by dotted paths into the payload (``"email"``,
-``"submitted_by.email"``). The event store keeps, at each such path, a typed
+PII fields are named by dotted paths into the payload: ``"email"``,
+``"submitted_by.email"``, and ``"members[].email"`` for a field of every
+object in a list. The event store keeps, at each such path, a typed
 placeholder: the anonymised value (``""``, ``0``, ``False``, ``None``, or the
 same structure anonymised), so readers get well-typed values after erasure.
+The PII values are kept by path; a ``[]`` path keeps a list, one value per
+element.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+_MISSING: Any = object()
 
 
 def anonymise(value: Any) -> Any:
@@ -27,14 +32,46 @@ def anonymise(value: Any) -> Any:
     return None
 
 
-def _parent(data: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
-    *parents, leaf = path.split(".")
-    node: Any = data
-    for name in parents:
-        node = node.get(name) if isinstance(node, dict) else None
-        if node is None:
-            return None, leaf
-    return (node if isinstance(node, dict) else None), leaf
+def _segment(head: str) -> tuple[str, bool]:
+    return (head[:-2], True) if head.endswith("[]") else (head, False)
+
+
+def _take(node: Any, segments: list[str]) -> Any:
+    """Remove the value at ``segments`` from ``node`` (leaving a placeholder) and return it."""
+    key, each = _segment(segments[0])
+    if not isinstance(node, dict) or key not in node:
+        return _MISSING
+    rest = segments[1:]
+    if not rest:
+        value = node[key]
+        node[key] = anonymise(value)
+        return value
+    child = node[key]
+    if each:
+        if not isinstance(child, list):
+            return _MISSING
+        taken = [_take(item, rest) for item in child]
+        if all(value is _MISSING for value in taken):
+            return _MISSING
+        return [None if value is _MISSING else value for value in taken]
+    return _take(child, rest)
+
+
+def _put(node: Any, segments: list[str], value: Any) -> None:
+    key, each = _segment(segments[0])
+    if not isinstance(node, dict) or key not in node:
+        return
+    rest = segments[1:]
+    if not rest:
+        node[key] = value
+    elif each:
+        child = node[key]
+        if isinstance(child, list) and isinstance(value, list):
+            for item, item_value in zip(child, value, strict=False):
+                if isinstance(item, dict) and _segment(rest[0])[0] in item:
+                    _put(item, rest, item_value)
+    else:
+        _put(node[key], rest, value)
 
 
 def split_pii(
@@ -46,21 +83,15 @@ def split_pii(
     the paths that were present (absent paths hold no PII to store).
     """
     values: dict[str, Any] = {}
-    present: list[str] = []
     for path in paths:
-        node, leaf = _parent(data, path)
-        if node is None or leaf not in node:
-            continue
-        values[path] = node[leaf]
-        node[leaf] = anonymise(node[leaf])
-        present.append(path)
-    return data, values, tuple(present)
+        value = _take(data, path.split("."))
+        if value is not _MISSING:
+            values[path] = value
+    return data, values, tuple(values)
 
 
 def merge_pii(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Put PII ``values`` (keyed by path) back into ``data`` (modified in place)."""
     for path, value in values.items():
-        node, leaf = _parent(data, path)
-        if node is not None:
-            node[leaf] = value
+        _put(data, path.split("."), value)
     return data

@@ -22,11 +22,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -39,15 +39,19 @@ from .base import PiiRecord, PiiStore
 
 logger = logging.getLogger("flask_shimmie")
 
+T = TypeVar("T")
+
 #: Seconds ``open()`` waits for the pool's first connections.
 OPEN_TIMEOUT = 5.0
 #: Seconds a caller waits for a free pooled connection.
 POOL_TIMEOUT = 10.0
+#: Seconds a caller waits for a busy pool before checking that the server
+#: accepts connections at all.
+BUSY_WAIT = 0.5
+#: Seconds the outcome of that check is trusted by other callers.
+PROBE_TTL = 1.0
 #: libpq ``connect_timeout`` used when the URL does not give one.
 CONNECT_TIMEOUT = 5
-#: A pooled connection idle for longer than this is checked before use, so a
-#: server restart costs a reconnect rather than a failed request.
-IDLE_CHECK_AFTER = 2.0
 #: The schema version this release creates and understands.
 SCHEMA_VERSION = 1
 
@@ -95,10 +99,8 @@ PII_TABLES = TableSet(
 )
 
 
-class PooledConnection(psycopg.Connection[TupleRow]):
-    """A pooled connection that remembers when it was last handed back."""
-
-    idle_since: float = 0.0
+#: The connections our pools hand out (autocommit, tuple rows).
+PooledConnection = psycopg.Connection[TupleRow]
 
 
 def _configure(conn: PooledConnection) -> None:
@@ -107,18 +109,14 @@ def _configure(conn: PooledConnection) -> None:
     # the server's default is.
     conn.execute("SET TIME ZONE 'UTC'")
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-    conn.idle_since = time.monotonic()
 
 
-def _mark_idle(conn: PooledConnection) -> None:
-    conn.idle_since = time.monotonic()
+class CommitUnknown(Exception):
+    """Raised by work given to :meth:`PostgresDatabase.run` when a COMMIT got no answer."""
 
-
-def _check_if_idle(conn: PooledConnection) -> None:
-    # Checking every checkout would cost a round trip per query; a connection
-    # in steady use has just proved it works.
-    if time.monotonic() - conn.idle_since > IDLE_CHECK_AFTER:
-        ConnectionPool.check_connection(conn)
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def error_summary(error: BaseException) -> str:
@@ -200,6 +198,9 @@ class PostgresDatabase:
         # collection never runs their finalisers in the child.
         self._inherited: list[ConnectionPool[PooledConnection]] = []
         self._fork_callbacks: list[Callable[[], None]] = []
+        self._probe_lock = threading.Lock()
+        #: (when, why the server refused a connection or None) of the last check.
+        self._probe: tuple[float, str | None] = (-PROBE_TTL, None)
 
     def _size(self, params: dict[str, str], name: str, default: int, *, minimum: int) -> int:
         value = params.get(name)
@@ -238,6 +239,7 @@ class PostgresDatabase:
             self._inherited.extend(pool for pool in (self._pool, self._lock_pool) if pool is not None)
             self._pool = self._lock_pool = None
             self._lock = threading.RLock()
+            self._probe_lock = threading.Lock()
             self._pid = None
             for callback in self._fork_callbacks:
                 callback()
@@ -309,14 +311,11 @@ class PostgresDatabase:
     def _new_pool(self, name: str, min_size: int, max_size: int) -> ConnectionPool[PooledConnection]:
         return ConnectionPool(
             self.conninfo,
-            connection_class=PooledConnection,
             kwargs=self.connect_kwargs,
             min_size=min_size,
             max_size=max_size,
             open=False,
             configure=_configure,
-            check=_check_if_idle,
-            reset=_mark_idle,
             name=f"{name}:{self.schema}",
             timeout=POOL_TIMEOUT,
         )
@@ -338,20 +337,93 @@ class PostgresDatabase:
             reason = error_summary(error)
         return StoreUnavailableError(f"{self.key} = {self.safe_url}: database unavailable ({reason}).")
 
-    @contextmanager
-    def translate(self) -> Iterator[None]:
-        """Turn connection failures into :class:`StoreUnavailableError`."""
-        try:
-            yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-            raise self.unavailable(error) from error
+    def run(self, work: Callable[[PooledConnection], T], *, retry: bool = True) -> T:
+        """Run ``work`` on a pooled autocommit connection; failures become
+        :class:`StoreUnavailableError`.
 
-    @contextmanager
-    def connection(self) -> Iterator[PooledConnection]:
-        """A pooled autocommit connection; connection failures are translated."""
+        A connection that turns out broken (the server restarted, or ended the
+        session) makes the pool check its other idle connections, and with
+        ``retry`` the work runs once more on a fresh one: give ``retry=False``
+        for work whose second run would answer differently. Work that has
+        sent a COMMIT it got no answer to raises :class:`CommitUnknown` and is
+        never rerun.
+        """
         pool = self.pool()
-        with self.translate(), pool.connection() as conn:
-            yield conn
+        suspect = False
+        while True:
+            try:
+                conn = self.getconn(pool, suspect=suspect)
+                try:
+                    return work(conn)
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if not conn.broken:
+                        raise
+                    if suspect or not retry:
+                        self.heal(pool)
+                        raise
+                finally:
+                    pool.putconn(conn)
+            except CommitUnknown as unknown:
+                self.heal(pool)
+                raise StoreUnavailableError(
+                    f"{self.key} = {self.safe_url}: the connection was lost while committing "
+                    f"({error_summary(unknown.error)}); the write may or may not be stored, "
+                    "and retrying it with the same event ids is safe."
+                ) from unknown.error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                raise self.unavailable(error) from error
+            suspect = True
+            self.heal(pool)
+
+    def getconn(
+        self, pool: ConnectionPool[PooledConnection], timeout: float = POOL_TIMEOUT, *, suspect: bool = False
+    ) -> PooledConnection:
+        """A connection from ``pool``, failing fast when the server is unreachable.
+
+        psycopg_pool alone would keep a caller waiting for the whole
+        ``timeout`` while its reconnection attempts fail. So a caller that
+        finds no idle connection, and still has none after a short wait (at
+        once when ``suspect``), makes sure that the server accepts
+        connections at all; the answer is shared for :data:`PROBE_TTL` seconds.
+        Raise :class:`StoreUnavailableError` when it does not, and
+        :class:`~psycopg_pool.PoolTimeout` when ``timeout`` passes.
+        """
+        with suppress(PoolTimeout):
+            return pool.getconn(timeout=0.001)
+        probed_at, reason = self._probe
+        if reason is not None and time.monotonic() - probed_at < PROBE_TTL:
+            raise self._cannot_connect(reason)
+        started = time.monotonic()
+        if not suspect:
+            with suppress(PoolTimeout):
+                return pool.getconn(timeout=min(BUSY_WAIT, timeout))
+        reason = self._probe_server()
+        if reason is not None:
+            raise self._cannot_connect(reason)
+        return pool.getconn(timeout=max(timeout - (time.monotonic() - started), 0.001))
+
+    def _probe_server(self) -> str | None:
+        """Why the server refuses connections (``None`` if it accepts them)."""
+        with self._probe_lock:
+            probed_at, reason = self._probe
+            if time.monotonic() - probed_at >= PROBE_TTL:
+                try:
+                    self.connect().close()
+                except psycopg.Error as error:
+                    reason = error_summary(error)
+                else:
+                    reason = None
+                self._probe = (time.monotonic(), reason)
+            return reason
+
+    def heal(self, pool: ConnectionPool[PooledConnection]) -> None:
+        """Check ``pool``'s idle connections, replacing the broken ones.
+
+        One broken connection usually means they all are (the server
+        restarted): replacing them now beats failing one request for each.
+        """
+        with suppress(psycopg.Error):
+            pool.check()
 
     def _create_tables(self, conn: psycopg.Connection[TupleRow]) -> None:
         relations = [name for tables in self.tables for name in tables.relations]
@@ -412,7 +484,9 @@ PII_UPSERT = (
 
 
 def pii_upsert_params(records: Sequence[PiiRecord]) -> list[list[str]]:
-    """The parameters of :data:`PII_UPSERT` for ``records``."""
+    """The parameters of :data:`PII_UPSERT` for ``records``; the last of equal event ids wins."""
+    # ON CONFLICT DO UPDATE refuses to touch one row twice in a statement.
+    records = list({r.event_id: r for r in records}.values())
     return [
         [r.event_id for r in records],
         [r.stream_id for r in records],
@@ -456,33 +530,29 @@ class PostgresPiiStore(PiiStore):
         return self._db.describe()
 
     def ping(self) -> None:
-        with self._db.connection() as conn:
-            conn.execute("SELECT 1")
+        self._db.run(lambda conn: conn.execute("SELECT 1"))
 
     def put(self, records: Sequence[PiiRecord]) -> None:
-        if not records:
-            return
-        with self._db.connection() as conn:
-            conn.execute(self._sql_put, pii_upsert_params(records))
+        if records:
+            params = pii_upsert_params(records)
+            self._db.run(lambda conn: conn.execute(self._sql_put, params))
 
     def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
         ids = list(set(event_ids))
         if not ids:
             return {}
-        with self._db.connection() as conn:
-            return {event_id: data for event_id, data in conn.execute(self._sql_get, [ids])}
+        rows = self._db.run(lambda conn: conn.execute(self._sql_get, [ids]).fetchall())
+        return {event_id: data for event_id, data in rows}
 
     def erase_stream(self, stream_id: str) -> int:
-        with self._db.connection() as conn:
-            return conn.execute(self._sql_erase, [stream_id]).rowcount
+        # A rerun after a lost answer would count 0 rows.
+        return self._db.run(lambda conn: conn.execute(self._sql_erase, [stream_id]).rowcount, retry=False)
 
     def event_ids_older_than(self, seconds: float) -> list[str]:
-        with self._db.connection() as conn:
-            return [row[0] for row in conn.execute(self._sql_older, [seconds])]
+        rows = self._db.run(lambda conn: conn.execute(self._sql_older, [seconds]).fetchall())
+        return [row[0] for row in rows]
 
     def delete(self, event_ids: Collection[str]) -> None:
         ids = list(set(event_ids))
-        if not ids:
-            return
-        with self._db.connection() as conn:
-            conn.execute(self._sql_delete, [ids])
+        if ids:
+            self._db.run(lambda conn: conn.execute(self._sql_delete, [ids]))

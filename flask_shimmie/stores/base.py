@@ -88,6 +88,18 @@ class PlannedRow:
     pending: PendingEvent
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A model's state as of a position, kept so a restart can skip the events before it."""
+
+    #: The model's name (:meth:`flask_shimmie.Model.model_name`).
+    model: str
+    position: int
+    #: The model's ``snapshot_version`` when it was taken.
+    version: int
+    state_json: str
+
+
 def utc_now() -> datetime:
     """Return the current time in UTC, as stores stamp ``recorded_at``."""
     return datetime.now(timezone.utc)
@@ -439,6 +451,18 @@ class EventStore(ABC):
         still be ``<= after`` on timeout). Events written by other processes
         wake it too (by notification or by polling).
         """
+
+    @abstractmethod
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        """Store ``snapshots`` in one transaction, replacing each model's previous one."""
+
+    @abstractmethod
+    def load_snapshots(self) -> list[Snapshot]:
+        """Every stored snapshot (one per model at most)."""
+
+    @abstractmethod
+    def delete_snapshots(self) -> int:
+        """Delete every snapshot (they may hold PII being erased); return how many."""
 
     @abstractmethod
     def colocated_pii_store(self) -> PiiStore:

@@ -22,6 +22,7 @@ from .base import (
     AppendResult,
     EventStore,
     PositionSignal,
+    Snapshot,
     StreamLocks,
     batch_event_ids,
     batch_stream_ids,
@@ -49,6 +50,7 @@ class MemoryEventStore(EventStore):
         self._locks = StreamLocks()
         self._signal = PositionSignal()
         self._pii = MemoryPiiStore(url)
+        self._snapshots: dict[str, Snapshot] = {}
 
     def open(self) -> None:
         """Nothing to connect to."""
@@ -162,6 +164,20 @@ class MemoryEventStore(EventStore):
 
     def wait_for_events(self, after: int, timeout: float) -> int:
         return self._signal.wait_past(after, timeout)
+
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        with self._write_lock:
+            self._snapshots.update((snapshot.model, snapshot) for snapshot in snapshots)
+
+    def load_snapshots(self) -> list[Snapshot]:
+        with self._write_lock:
+            return list(self._snapshots.values())
+
+    def delete_snapshots(self) -> int:
+        with self._write_lock:
+            count = len(self._snapshots)
+            self._snapshots.clear()
+            return count
 
     def colocated_pii_store(self) -> MemoryPiiStore:
         return self._pii

@@ -34,12 +34,14 @@ from .base import (
     AppendResult,
     EventStore,
     PositionSignal,
+    Snapshot,
     StreamLocks,
     batch_event_ids,
     batch_stream_ids,
     decode_event,
     decode_rows,
     encode_pii_fields,
+    utc_now,
 )
 
 #: The events table; the event store also creates :data:`~flask_shimmie.pii.sqlite.PII_SCHEMA`.
@@ -60,6 +62,13 @@ EVENTS_SCHEMA = (
         UNIQUE (stream_id, stream_version)
     )""",
     "CREATE INDEX IF NOT EXISTS shimmie_events_event_name ON shimmie_events (event_name)",
+    """CREATE TABLE IF NOT EXISTS shimmie_snapshots (
+        model TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        taken_at TEXT NOT NULL
+    )""",
 )
 
 #: Seconds between two looks at the file for other processes' events.
@@ -407,6 +416,26 @@ class SqliteEventStore(EventStore):
         if stale:
             return self.last_sequence_num()
         return state.signal.position
+
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        taken_at = utc_now().isoformat()
+        with self._db.writing() as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO shimmie_snapshots (model, position, version, state, taken_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(s.model, s.position, s.version, s.state_json, taken_at) for s in snapshots],
+            )
+
+    def load_snapshots(self) -> list[Snapshot]:
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                "SELECT model, position, version, state FROM shimmie_snapshots"
+            ).fetchall()
+        return [Snapshot(*row) for row in rows]
+
+    def delete_snapshots(self) -> int:
+        with self._db.writing() as connection:
+            return connection.execute("DELETE FROM shimmie_snapshots").rowcount
 
     def colocated_pii_store(self) -> SqlitePiiStore:
         return self._pii
