@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 
-class Year(fields.Field):
+class Year(fields.Field[Any]):
     """A year given as a string (as ShimmieStack's example does) or an int; kept as given."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
