@@ -180,3 +180,47 @@ def test_import_in_batches_keeps_earlier_batches(app: Flask, stack: ShimmieStack
     assert code != 0 and "Line 4" in out
     with app.app_context():
         assert [e.data["i"] for e in stack.read_events()] == [0, 1]
+
+
+def test_events_follow_prints_new_events_as_they_are_stored(
+    make_app: Callable[..., Flask], stack: ShimmieStack, tmp_path: Path
+) -> None:
+    import os
+    import queue
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    app = make_app(SHIMMIE_EVENT_STORE=url)
+    _seed(app, stack)
+    env = {**os.environ, "FLASK_SHIMMIE_EVENT_STORE": url, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "example_songs",
+        "shimmie",
+        "events",
+        "--follow",
+        "--json",
+    ]
+    follower = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert follower.stdout is not None
+    stdout = follower.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    try:
+        seen = [json.loads(lines.get(timeout=30))["sequence_num"] for _ in range(3)]
+        assert seen == [1, 2, 3]
+        time.sleep(0.3)  # it is now waiting for news
+        with app.app_context():
+            stack.record_unchecked_event("song-3", "SONG_CREATED", {"title": "C"})
+        assert json.loads(lines.get(timeout=5))["stream_id"] == "song-3"
+    finally:
+        follower.terminate()
+        follower.wait(10)
