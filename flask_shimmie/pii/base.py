@@ -9,10 +9,12 @@ whose PII row is gone reads with anonymised values.
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..backend import Backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,27 +26,8 @@ class PiiRecord:
     values_json: str
 
 
-class PiiStore(ABC):
-    """The interface of a PII store backend. Every method is thread-safe."""
-
-    #: The backend's name: ``memory``, ``sqlite`` or ``postgresql``.
-    backend: str = ""
-
-    @abstractmethod
-    def open(self) -> None:
-        """Connect, and create the tables that are missing (idempotent)."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """The store's URL without credentials."""
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Raise :class:`~flask_shimmie.errors.StoreUnavailableError` if unreachable."""
+class PiiStore(Backend):
+    """The interface of a PII store backend."""
 
     @abstractmethod
     def put(self, records: Sequence[PiiRecord]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
+from ..backend import Backend
 from ..errors import ObjectLockedError, ShimmieError, StreamVersionError
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected
 from ..pii.base import PiiStore
@@ -339,32 +340,11 @@ class PositionSignal:
             return self.position
 
 
-class EventStore(ABC):
+class EventStore(Backend):
     """The interface of an event store backend.
 
-    A store is built from its URL (see :func:`flask_shimmie.stores.open_event_store`),
-    then :meth:`open`\\ ed in the process that uses it (never before a fork),
-    and :meth:`close`\\ d at shutdown. Every method is thread-safe.
+    A store is built from its URL (see :func:`flask_shimmie.stores.event_store_from_url`).
     """
-
-    #: The backend's name: ``memory``, ``sqlite`` or ``postgresql``.
-    backend: str = ""
-
-    @abstractmethod
-    def open(self) -> None:
-        """Connect, and create the tables that are missing (idempotent)."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections and threads. A closed store may be opened again."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """The store's URL without credentials, for logs and health reports."""
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Raise :class:`~flask_shimmie.errors.StoreUnavailableError` if unreachable."""
 
     @abstractmethod
     def append_batches(
