@@ -13,6 +13,15 @@ from flask_shimmie import Event, Model, ShimmieStack, subscribe
 pytest_plugins = ["pytester"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the long soak and crash tests (marked slow); SHIMMIE_RUN_SLOW=1 does the same",
+    )
+
+
 class Journal(Model):
     """Records every event it receives, for assertions."""
 
