@@ -14,6 +14,7 @@ from werkzeug.exceptions import BadRequest, Forbidden
 
 from .auth import require
 from .errors import StoreUnavailableError
+from .recording import MAX_POSITION
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -34,7 +35,7 @@ def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None =
         return default
     if not raw.isascii() or not raw.isdigit():
         raise BadRequest(f"Query parameter {name!r} must be a whole number, not {raw[:40]!r}.")
-    value = int(raw)
+    value = min(int(raw), MAX_POSITION)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum} to {maximum}" if maximum is not None else f">= {minimum}"
         raise BadRequest(f"Query parameter {name!r} must be {bound}, not {value}.")

@@ -14,6 +14,7 @@ from flask.cli import AppGroup
 
 from .errors import ReplayError, ShimmieError
 from .events import Event
+from .recording import MAX_POSITION
 from .transfer import ImportLineError, export_lines, import_lines
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def _read(
     stream_ids: list[str] | None = None,
     event_names: list[str] | None = None,
 ) -> list[Event]:
+    after = min(after, MAX_POSITION)
     return state.decode(state.event_store.read(after, limit, stream_ids=stream_ids, event_names=event_names))
 
 

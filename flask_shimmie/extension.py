@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +22,13 @@ from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
 from .models import Model
-from .recording import check_expected, check_expected_versions, check_name
+from .recording import (
+    check_expected,
+    check_expected_versions,
+    check_name,
+    check_names,
+    check_position,
+)
 from .request_hooks import install_request_hooks
 from .schemas import PayloadTypes, Upcaster, arguments
 from .settings import Settings, normalise_prefix
@@ -464,13 +470,11 @@ class ShimmieStack:
     # -- reading --------------------------------------------------------------
 
     def history(
-        self, stream_ids: str | Iterable[str], event_names: Collection[str] | None = None
+        self, stream_ids: str | Collection[str], event_names: str | Collection[str] | None = None
     ) -> dict[str, Any]:
         """The events of ``stream_ids`` in order, with ``created_at`` / ``updated_at``."""
-        ids = [stream_ids] if isinstance(stream_ids, str) else list(stream_ids)
-        for stream_id in ids:
-            check_name(stream_id, "stream_id")
-        names = [event_names] if isinstance(event_names, str) else event_names
+        ids = check_names(stream_ids, "stream_id") or []
+        names = check_names(event_names, "event_name")
         state = self._state()
         events = state.decode(state.event_store.read(0, stream_ids=ids, event_names=names))
         created: datetime | None = events[0].recorded_at if events else None
@@ -482,14 +486,19 @@ class ShimmieStack:
         after: int = 0,
         limit: int | None = None,
         *,
-        stream_ids: Collection[str] | None = None,
-        event_names: Collection[str] | None = None,
+        stream_ids: str | Collection[str] | None = None,
+        event_names: str | Collection[str] | None = None,
     ) -> list[Event]:
-        """Stored events after position ``after`` (at most ``limit``), PII merged."""
+        """Stored events after position ``after`` (at most ``limit``), PII merged.
+
+        ``stream_ids`` / ``event_names`` filter (a name or a list of names).
+        """
+        after = check_position(after, "after")
+        limit = None if limit is None else check_position(limit, "limit")
+        ids = check_names(stream_ids, "stream_id")
+        names = check_names(event_names, "event_name")
         state = self._state()
-        return state.decode(
-            state.event_store.read(after, limit, stream_ids=stream_ids, event_names=event_names)
-        )
+        return state.decode(state.event_store.read(after, limit, stream_ids=ids, event_names=names))
 
     def erase_pii(self, stream_id: str) -> int:
         """Erase every event's PII on ``stream_id`` for good; return how many events had some.

@@ -22,12 +22,45 @@ MAX_NAME_LENGTH = 255
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
+#: How deeply objects and arrays may nest in ``data`` and ``meta``. Deeper
+#: payloads could not be decoded again from inside a request or a replay.
+MAX_DEPTH = 100
+
+
+def check_structure(value: Any, what: str) -> None:
+    """Refuse payloads nested deeper than :data:`MAX_DEPTH` or with non-string keys.
+
+    JSON turns keys into strings, so ``{1: "a", "1": "b"}`` would silently
+    lose a value: such keys are refused rather than converted.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidEventError(f"{what} nests objects and arrays deeper than {MAX_DEPTH} levels.")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise InvalidEventError(f"{what} has a key that is not a string: {key!r:.60}.")
+                if isinstance(item, (dict, list, tuple)):
+                    stack.append((item, depth + 1))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((item, depth + 1) for item in node if isinstance(item, (dict, list, tuple)))
+
+
 def to_json(value: Any, what: str) -> str:
-    """Encode ``value`` as compact JSON, refusing what JSON cannot carry."""
+    """Encode ``value`` as compact JSON, refusing what JSON (or UTF-8) cannot carry."""
+    check_structure(value, what)
     try:
-        return _encode(value)
+        text = _encode(value)
+        text.encode("utf-8")  # a lone surrogate cannot be stored as UTF-8 text
+    except UnicodeEncodeError:
+        raise InvalidEventError(
+            f"{what} contains a lone surrogate, which is not valid Unicode text."
+        ) from None
     except (TypeError, ValueError, RecursionError) as error:
         raise InvalidEventError(f"{what} is not JSON-serialisable: {error}") from None
+    return text
 
 
 def check_name(value: Any, what: str) -> str:
@@ -38,7 +71,35 @@ def check_name(value: Any, what: str) -> str:
         raise InvalidEventError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters long (got {len(value)}).")
     if "\x00" in value:
         raise InvalidEventError(f"{what} must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEventError(
+            f"{what} contains a lone surrogate, which is not valid Unicode text."
+        ) from None
     return value
+
+
+#: The largest position a store can hold (a signed 64-bit integer).
+MAX_POSITION = 2**63 - 1
+
+
+def check_names(values: Any, what: str) -> list[str] | None:
+    """Validate a filter of stream ids or event names: ``None``, one name, or a collection."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return [check_name(values, what)]
+    if not isinstance(values, (list, tuple, set, frozenset)):
+        raise InvalidEventError(f"{what} must be a name or a list of names, not {type(values).__name__}.")
+    return [check_name(value, what) for value in values]
+
+
+def check_position(value: Any, what: str, *, minimum: int = 0) -> int:
+    """Validate a position or count; values past what a store holds are capped."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidEventError(f"{what} must be a whole number >= {minimum}, not {value!r:.60}.")
+    return min(value, MAX_POSITION)
 
 
 def check_event_id(value: Any) -> str:
@@ -144,6 +205,6 @@ class EventPreparer:
 def _pii_paths(explicit: Any, from_schema: tuple[str, ...]) -> tuple[str, ...]:
     if explicit is None:
         return from_schema
-    if isinstance(explicit, str) or not all(isinstance(p, str) and p for p in explicit):
+    if not isinstance(explicit, (list, tuple)) or not all(isinstance(p, str) and p for p in explicit):
         raise InvalidEventError("pii_fields must be a list of field names (dotted paths for nested fields).")
     return tuple(dict.fromkeys((*from_schema, *explicit)))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .errors import SequenceTimeoutError
@@ -21,9 +22,23 @@ SEQ_NUM_HEADER = "X-Seq-Num"
 SEQ_NUM_MIN_HEADER = "X-Seq-Num-Min"
 
 
+class DepthSafeJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, but a body nested too deeply for Python is a 400, not a 500.
+
+    ``json.loads`` raises ``RecursionError`` there, which werkzeug does not
+    treat as malformed JSON; as a ``ValueError`` it becomes the usual 400.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("The JSON body nests objects and arrays too deeply.") from None
+
+
 def parse_seq_num_min(raw: str) -> int:
     """The position an ``X-Seq-Num-Min`` header asks for; 400 when malformed."""
-    value = raw.strip()
+    value = raw.strip(" \t")  # HTTP's whitespace, not str.strip()'s
     if not value.isascii() or not value.isdigit() or len(value) > 18:
         raise BadRequest(f"{SEQ_NUM_MIN_HEADER} must be a whole number >= 0, not {raw[:40]!r}.")
     return int(value)
@@ -83,5 +98,7 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
         return response
 
+    if type(app.json) is DefaultJSONProvider:  # leave an app's own provider alone
+        app.json = DepthSafeJSONProvider(app)
     app.before_request(before_request)
     app.after_request(after_request)

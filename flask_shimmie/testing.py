@@ -30,13 +30,15 @@ M = TypeVar("M", bound=Model)
 class ShimmieTester:
     """Drives one app through its HTTP surface and its stack, for tests."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, headers: dict[str, str] | None = None) -> None:
         state = app.extensions.get("shimmie")
         if state is None:
             raise RuntimeError("The app has no ShimmieStack. Call stack.init_app(app) in your app fixture.")
         self.app = app
         self.stack: ShimmieStack = state.stack
         self.client = app.test_client()
+        #: Headers sent with every request (e.g. ``Authorization``); a call's own win.
+        self.headers: dict[str, str] = dict(headers or {})
         with app.app_context():
             self._start = self.stack.ensure_handled()
         self._given: set[str] = set()
@@ -45,7 +47,8 @@ class ShimmieTester:
 
     def request(self, method: str, path: str, expect: int | None = 200, **kwargs: Any) -> TestResponse:
         """Send a request; fail showing status, body and recorded events unless it answers ``expect``."""
-        response = self.client.open(path, method=method, **kwargs)
+        headers = {**self.headers, **dict(kwargs.pop("headers", None) or {})}
+        response = self.client.open(path, method=method, headers=headers, **kwargs)
         if expect is not None and response.status_code != expect:
             raise AssertionError(self._explain(method, path, expect, response))
         return response
