@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 
+from .auth import DEMO_TOKENS, authenticate, is_admin
 from .commands import song_command
 from .model import SongList
 from .queries import song_query
@@ -19,8 +20,13 @@ from .stack import stack
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "SHIMMIE_CORS": {"origins": "http://localhost:3000", "supports_credentials": True},
+    "SHIMMIE_ENFORCE_AUTHORIZATION": True,
+    "SHIMMIE_ADMIN_URL": "/admin",
+    "SONGS_TOKENS": DEMO_TOKENS,
 }
 
+stack.authenticator(authenticate)
+stack.admin_authorizer(is_admin)
 stack.register_model(SongList)
 stack.event_schema("SONG_CREATED", SongCreated)
 stack.event_schema("SONG_RENAMED", SongRenamed)

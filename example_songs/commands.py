@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, request, url_for
 
-from flask_shimmie import NO_STREAM, STREAM_EXISTS
+from flask_shimmie import NO_STREAM, STREAM_EXISTS, authorize
 
+from .auth import is_editor
 from .model import SongList
 from .schemas import RenameRequest
 from .stack import stack
@@ -28,6 +29,7 @@ def _song_or_404(song_id: str) -> dict[str, Any]:
 
 
 @song_command.post("")
+@authorize(is_editor)
 def create_song() -> Response:
     """Record ``SONG_CREATED`` on a new stream; 201 ``Created`` with a ``Location``."""
     body = request.get_json()
@@ -39,6 +41,7 @@ def create_song() -> Response:
 
 
 @song_command.put("/<song_id>")
+@authorize(is_editor)
 @stack.arguments(RenameRequest)
 def rename_song(rename: dict[str, Any], song_id: str) -> dict[str, Any]:
     """Record ``SONG_RENAMED`` if the song is still at ``version``; 409 when stale."""
@@ -50,6 +53,7 @@ def rename_song(rename: dict[str, Any], song_id: str) -> dict[str, Any]:
 
 
 @song_command.delete("/<song_id>")
+@authorize(is_editor)
 def delete_song(song_id: str) -> tuple[str, int]:
     """Record ``SONG_DELETED``; 404 for an unknown song."""
     _song_or_404(song_id)
@@ -58,6 +62,7 @@ def delete_song(song_id: str) -> tuple[str, int]:
 
 
 @song_command.delete("/<song_id>/submitter")
+@authorize(is_editor)
 def erase_submitter(song_id: str) -> dict[str, Any]:
     """Erase the personal data of the song's submitter for good (GDPR)."""
     _song_or_404(song_id)

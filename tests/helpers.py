@@ -6,6 +6,9 @@ import json
 import uuid
 from typing import Any
 
+from flask import Flask
+from flask.testing import FlaskClient
+
 from flask_shimmie.stores.base import AppendBatch, EventStore, PendingEvent
 
 
@@ -17,3 +20,24 @@ def append_raw(store: EventStore, stream_id: str, event_name: str, data: dict[st
     data = data or {}
     pending = PendingEvent(stream_id, event_name, str(uuid.uuid4()), data, json.dumps(data), {}, "{}")
     return store.append(AppendBatch((pending,))).events[0].sequence_num
+
+
+#: The demo token the example's tests act with (editor and admin).
+SONGS_TOKEN = "admin-token"
+
+
+class SongsClient(FlaskClient):
+    """A test client that sends the example's demo admin token with every request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {SONGS_TOKEN}"
+
+
+def songs_app(config: dict[str, Any] | None = None) -> Flask:
+    """``example_songs.create_app(config)`` whose test clients are authenticated."""
+    from example_songs import create_app
+
+    app = create_app(config)
+    app.test_client_class = SongsClient
+    return app

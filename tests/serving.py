@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import SONGS_TOKEN
+from tests.helpers import songs_app as authenticated_songs_app
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 #: What gunicorn loads unless told otherwise: example_songs with the X-Served-By header.
@@ -439,7 +442,7 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         timeout: float | None,
     ) -> Reply:
-        all_headers = {"Accept": "application/json"}
+        all_headers = {"Accept": "application/json", "Authorization": f"Bearer {SONGS_TOKEN}"}
         body: bytes | None = None
         if json_body is not None:
             body = json.dumps(json_body).encode()
@@ -616,9 +619,9 @@ def stored_events(store_url: str) -> list[Any]:
 
 def replayed_songs(store_url: str) -> list[dict[str, Any]]:
     """``GET /v1/songs`` of a fresh ``create_app`` on ``store_url``, after its startup replay."""
-    from example_songs import create_app, stack
+    from example_songs import stack
 
-    app = create_app({"SHIMMIE_EVENT_STORE": store_url, "TESTING": True})
+    app = authenticated_songs_app({"SHIMMIE_EVENT_STORE": store_url, "TESTING": True})
     try:
         with app.app_context():
             stack.startup()

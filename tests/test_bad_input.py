@@ -48,6 +48,7 @@ from flask_shimmie import (
     subscribe,
 )
 from flask_shimmie.stores.urls import event_store_from_url
+from tests.helpers import songs_app
 from tests.pii_backends import (
     Backend,
     MadeApps,
@@ -195,7 +196,7 @@ def make(
 
 def make_songs(backend: Backend, made_apps: MadeApps) -> Flask:
     """The songs example on ``backend``."""
-    app = example_songs.create_app({"TESTING": True, "SHIMMIE_SEQ_WAIT_TIMEOUT": 0, **backend.config()})
+    app = songs_app({"TESTING": True, "SHIMMIE_SEQ_WAIT_TIMEOUT": 0, **backend.config()})
     made_apps.append((example_songs.stack, app))
     example_songs.stack.startup(app)
     return app

@@ -14,14 +14,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from example_songs import SongList, create_app, stack
+from example_songs import SongList, stack
+from tests.helpers import songs_app
 
 SONG_FIELDS = {"id", "title", "artist", "year", "version"}
 
 
 @pytest.fixture
 def app() -> Flask:
-    return create_app({"TESTING": True})
+    return songs_app({"TESTING": True})
 
 
 @pytest.fixture
@@ -327,7 +328,7 @@ def test_submitter_pii_is_listed_then_erased_for_good(app: Flask, client: FlaskC
 
 def test_create_app_reads_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASK_SHIMMIE_SEQ_WAIT_TIMEOUT", "0.3")
-    app = create_app({"TESTING": True})
+    app = songs_app({"TESTING": True})
     assert app.config["SHIMMIE_SEQ_WAIT_TIMEOUT"] == 0.3
     assert isinstance(app.config["SHIMMIE_SEQ_WAIT_TIMEOUT"], float)
     assert app.extensions["shimmie"].settings.seq_wait_timeout == 0.3
@@ -335,7 +336,7 @@ def test_create_app_reads_prefixed_environment_variables(monkeypatch: pytest.Mon
 
 def test_config_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASK_SHIMMIE_SEQ_WAIT_TIMEOUT", "0.3")
-    app = create_app({"TESTING": True, "SHIMMIE_SEQ_WAIT_TIMEOUT": 2.5})
+    app = songs_app({"TESTING": True, "SHIMMIE_SEQ_WAIT_TIMEOUT": 2.5})
     assert app.config["SHIMMIE_SEQ_WAIT_TIMEOUT"] == 2.5
 
 
@@ -344,7 +345,7 @@ def test_event_store_from_the_environment_is_honoured(
 ) -> None:
     database = tmp_path / "songs.db"
     monkeypatch.setenv("FLASK_SHIMMIE_EVENT_STORE", f"sqlite:///{database}")
-    first = create_app({"TESTING": True})
+    first = songs_app({"TESTING": True})
     assert first.config["SHIMMIE_EVENT_STORE"] == f"sqlite:///{database}"
     try:
         song_id = post_song(first.test_client(), title="Blue", artist="Joni Mitchell", year="1971")
@@ -352,7 +353,7 @@ def test_event_store_from_the_environment_is_honoured(
         stack.shutdown(first)
     assert database.exists()
 
-    second = create_app({"TESTING": True})
+    second = songs_app({"TESTING": True})
     try:
         songs = second.test_client().get("/v1/songs").get_json()
     finally:
@@ -422,3 +423,41 @@ def test_concurrent_renames_each_succeed_once_per_version(app: Flask) -> None:
         after = stack.model(SongList).all()
     assert after == before
     assert [song["version"] for song in after] == [1 + len(successes)]
+
+
+def test_songs_need_a_token_and_writes_need_the_editor_role() -> None:
+    from example_songs import create_app
+
+    app = create_app({"TESTING": True})
+    client = app.test_client()
+    song = {"title": "Blue Suede Shoes", "artist": "Carl Perkins", "year": "1956"}
+    assert client.get("/v1/songs").status_code == 401
+    assert client.get("/v1/songs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    reader = {"Authorization": "Bearer reader-token"}
+    assert client.get("/v1/songs", headers=reader).get_json() == []
+    refused = client.post("/v1/songs", json=song, headers=reader)
+    assert refused.status_code == 403 and refused.get_json()["code"] == 403
+    editor = {"Authorization": "Bearer editor-token"}
+    assert client.post("/v1/songs", json=song, headers=editor).status_code == 201
+    with app.app_context():
+        assert [e.event_name for e in stack.read_events()] == ["SONG_CREATED"]
+
+
+def test_the_admin_api_needs_the_admin_role() -> None:
+    from example_songs import create_app
+
+    client = create_app({"TESTING": True}).test_client()
+    assert client.get("/admin/health").get_json()["status"] == "ok"
+    assert client.get("/admin/events").status_code == 401
+    assert client.get("/admin/events", headers={"Authorization": "Bearer editor-token"}).status_code == 403
+    admin = client.get("/admin/events", headers={"Authorization": "Bearer admin-token"})
+    assert admin.status_code == 200 and admin.get_json() == {"events": [], "next_after": None}
+
+
+def test_tokens_come_from_config() -> None:
+    from example_songs import create_app
+
+    app = create_app({"TESTING": True, "SONGS_TOKENS": {"s3cret": {"name": "Ops", "roles": ["editor"]}}})
+    client = app.test_client()
+    assert client.get("/v1/songs", headers={"Authorization": "Bearer editor-token"}).status_code == 401
+    assert client.get("/v1/songs", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from flask import Flask
 
-from example_songs import create_app, stack
+from example_songs import stack
+from tests.helpers import songs_app
 from tests.serving import (
     HOST,
     GunicornServer,
@@ -227,7 +228,7 @@ def server(outage: Outage, tmp_path: Path) -> Iterator[GunicornServer]:
 @pytest.fixture
 def other_app(outage: Outage) -> Iterator[Flask]:
     """example_songs in this process, on the same schema, connected directly (not through the proxy)."""
-    app = create_app({"SHIMMIE_EVENT_STORE": outage.direct_url, "TESTING": True})
+    app = songs_app({"SHIMMIE_EVENT_STORE": outage.direct_url, "TESTING": True})
     with app.app_context():
         stack.startup()
     try:

@@ -31,6 +31,7 @@ from flask_shimmie import (
 )
 from flask_shimmie.pii.base import PiiRecord, PiiStore
 from flask_shimmie.state import AppState
+from tests.helpers import songs_app
 from tests.pii_backends import (
     PII_COLUMNS,
     PLACEMENTS,
@@ -653,8 +654,8 @@ def test_erase_pii_counts_only_events_that_were_recorded(backend: Backend, make_
 SUBMITTER = {"name": "Sally Submitter", "email": "sally.secret@example.com"}
 
 
-def songs_app(backend: Backend, made_apps: MadeApps) -> Flask:
-    app = example_songs.create_app({"TESTING": True, **backend.config("colocated")})
+def made_songs_app(backend: Backend, made_apps: MadeApps) -> Flask:
+    app = songs_app({"TESTING": True, **backend.config("colocated")})
     made_apps.append((example_songs.stack, app))
     return app
 
@@ -662,7 +663,7 @@ def songs_app(backend: Backend, made_apps: MadeApps) -> Flask:
 def test_songs_submitter_stays_out_of_the_event_store_and_can_be_erased(
     backend: Backend, made_apps: MadeApps
 ) -> None:
-    app = songs_app(backend, made_apps)
+    app = made_songs_app(backend, made_apps)
     client = app.test_client()
     song = {"title": "Blue", "artist": "Joni Mitchell", "year": "1971", "submitted_by": SUBMITTER}
     response = client.post("/v1/songs", json=song)
@@ -690,7 +691,7 @@ def test_songs_submitter_stays_out_of_the_event_store_and_can_be_erased(
 
     if backend.durable:
         example_songs.stack.shutdown(app)
-        app = songs_app(backend, made_apps)
+        app = made_songs_app(backend, made_apps)
         client = app.test_client()
     else:
         with app.app_context():

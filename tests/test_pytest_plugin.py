@@ -12,6 +12,11 @@ from example_songs import create_app
 @pytest.fixture
 def app():
     return create_app({"TESTING": True})
+
+
+@pytest.fixture(autouse=True)
+def signed_in(shimmie):
+    shimmie.headers["Authorization"] = "Bearer editor-token"
 """
 
 

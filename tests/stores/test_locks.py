@@ -85,7 +85,7 @@ def test_a_lock_on_another_stream_is_independent(store: EventStore) -> None:
         error, waited = try_lock_in_thread(store, "b", 1)
 
     assert error is None
-    assert waited < 0.5
+    assert waited < 1.5, waited
 
 
 def test_a_lock_does_not_block_appends_to_its_stream(store: EventStore) -> None:

@@ -92,9 +92,12 @@ def test_a_tailing_reader_sees_every_position_once_in_order_while_processes_and_
     try:
         run_in_threads(lambda index: thread_writer(store, index), 2)
         workers.wait()
+    except BaseException:
+        stop.set()
+        workers.kill()
+        raise
     finally:
         reading.join(60)
-        stop.set()
 
     assert seen == list(range(1, total + 1))
 
