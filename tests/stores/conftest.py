@@ -74,10 +74,8 @@ def _check_postgres() -> str | None:
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return (
-            f"PostgreSQL does not answer at {url} ({first_line}). Start one, e.g. "
-            "`docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust "
-            "-e POSTGRES_DB=test postgres:16`, "
-            "or point SHIMMIE_TEST_POSTGRES_URL at a server."
+            f"PostgreSQL does not answer at {url} ({first_line}). Start it (on Debian: "
+            "`pg_ctlcluster <version> main start`) or point SHIMMIE_TEST_POSTGRES_URL at a server."
         )
     return None
 
