@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: What is linted: the package, the example, the tests and the benchmarks.
-SOURCES = [name for name in ("flask_shimmie", "example_songs", "tests", "benchmarks") if (ROOT / name).is_dir()]
+SOURCES = [
+    name for name in ("flask_shimmie", "example_songs", "tests", "benchmarks") if (ROOT / name).is_dir()
+]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
