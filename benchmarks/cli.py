@@ -1,0 +1,195 @@
+"""The command line: ``python -m benchmarks [memory|sqlite|postgres|http|all] [options]``.
+
+Every figure is measured in the same run, on the same machine, for
+flask_shimmie and for ``eventsourcing`` (or, for HTTP, a bare Flask app), with
+the same durability; see :mod:`benchmarks.backends`. Each throughput figure is
+the median of ``--repeats`` timed runs after a warm-up, the two sides
+alternating. The ratio is ours / theirs as throughput: above 1 we are faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .harness import Progress, Row, Settings, format_table, load_average, machine_lines
+
+TARGETS = ("memory", "sqlite", "postgres", "http", "all")
+
+#: ``--quick``: a smoke run that finishes in seconds per backend.
+QUICK = Settings(
+    duration=0.3,
+    warmup=0.1,
+    repeats=1,
+    events=2000,
+    replay_repeats=1,
+    http_duration=1.0,
+    http_repeats=1,
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="flask_shimmie against eventsourcing (and bare Flask over HTTP), side by side.",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        choices=TARGETS,
+        default=["all"],
+        metavar="{memory,sqlite,postgres,http,all}",
+        help="what to run (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (seconds, not minutes)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events stored and replayed in scenario 4 (default 1,000,000)",
+    )
+    parser.add_argument("--duration", type=float, default=None, help="seconds per timed run (default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per side; the median counts")
+    parser.add_argument("--threads", type=int, default=None, help="writer threads of scenario 2 (default 8)")
+    parser.add_argument(
+        "--loadgen", choices=("auto", "wrk", "python"), default="auto", help="HTTP load generator"
+    )
+    parser.add_argument("--postgres-url", default=None, help="PostgreSQL server (default: the tests' one)")
+    parser.add_argument("--results", metavar="FILE", default=None, help="also write the report as Markdown")
+    parser.add_argument("--quiet", action="store_true", help="print the table only")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The :class:`Settings` the options ask for."""
+    settings = QUICK if args.quick else Settings()
+    changes = {
+        name: value
+        for name, value in (
+            ("events", args.events),
+            ("duration", args.duration),
+            ("repeats", args.repeats),
+            ("threads", args.threads),
+        )
+        if value is not None
+    }
+    if "repeats" in changes:
+        changes["replay_repeats"] = changes["http_repeats"] = changes["repeats"]
+    return replace(settings, **changes)
+
+
+def backends_of(targets: Sequence[str]) -> tuple[list[str], bool]:
+    """The in-process backends to run, and whether to run HTTP."""
+    wanted = set(targets)
+    if "all" in wanted:
+        return ["memory", "sqlite", "postgresql"], True
+    order = [("memory", "memory"), ("sqlite", "sqlite"), ("postgres", "postgresql")]
+    return [backend for name, backend in order if name in wanted], "http" in wanted
+
+
+def run(
+    backends: Sequence[str],
+    settings: Settings,
+    *,
+    http: bool = False,
+    loadgen: str = "auto",
+    postgres_url: str | None = None,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Run the scenarios of ``backends`` (and HTTP); return the table's rows."""
+    from .backends import Stores
+
+    progress = progress or Progress(enabled=False)
+    stores = Stores() if postgres_url is None else Stores(postgres_url=postgres_url)
+    rows: list[Row] = []
+    try:
+        if backends:
+            from .suite import run_backend
+
+            for backend in backends:
+                rows += run_backend(backend, stores, settings, progress)
+        if http:
+            from .httpbench import run_http
+
+            with tempfile.TemporaryDirectory(prefix="shimmie-bench-http-") as workdir:
+                rows += run_http(settings, progress, loadgen, workdir)
+    finally:
+        stores.cleanup()
+    return rows
+
+
+def report(rows: Sequence[Row], command: str, settings: Settings, run_lines: Sequence[str] = ()) -> str:
+    """The Markdown report: command, machine, table, method."""
+    lines = [
+        "# flask_shimmie benchmarks",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Machine:",
+        "",
+        *machine_lines(),
+        *run_lines,
+        "",
+        format_table(rows),
+        "",
+        "Method:",
+        "",
+        f"- Throughput rows (1-3): median of {settings.repeats} timed runs of {settings.duration:g} s per "
+        f"side after {settings.warmup:g} s of warm-up each, the two sides alternating; ± is the largest "
+        "deviation of a run from the median. Replay: median of "
+        f"{settings.replay_repeats} runs per side; HTTP: median of {settings.http_repeats} runs of "
+        f"{settings.http_duration:g} s per server.",
+        "- Ratio = flask_shimmie / the other side, as throughput: above 1 flask_shimmie is faster. "
+        "Scenarios 1-3 aim at parity with eventsourcing (≥ 1×); replay at 1,000,000 events in ≤ 3 s; "
+        "HTTP at ≥ 0.8× bare Flask.",
+        "- flask_shimmie: one stack with one subscribed model (it counts and sums), so every append is "
+        "also applied to the model before the call returns; eventsourcing: an Application and a "
+        "one-event Aggregate, no subscribers.",
+        "- Durability: SQLite in WAL with synchronous=FULL on both sides (checked on each side's "
+        "connections); PostgreSQL with the server's synchronous_commit=on on both sides.",
+        "- Fresh store per scenario and side: a temp SQLite file, a new PostgreSQL schema (dropped at "
+        "the end).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite from the command line; print the table; return the exit status."""
+    args = parse_args(argv)
+    settings = settings_from(args)
+    backends, http = backends_of(args.targets)
+    try:
+        import eventsourcing  # noqa: F401
+    except ImportError:
+        if backends:
+            print('eventsourcing is not installed: pip install -e ".[bench]"', file=sys.stderr)
+            return 2
+    progress = Progress(enabled=not args.quiet)
+    load_before = load_average()
+    started = time.perf_counter()
+    rows = run(
+        backends,
+        settings,
+        http=http,
+        loadgen=args.loadgen,
+        postgres_url=args.postgres_url,
+        progress=progress,
+    )
+    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    run_lines = [
+        f"- load average (1/5/15 min) before: {load_before}, after: {load_average()}",
+        f"- wall time of the run: {time.perf_counter() - started:.0f} s",
+    ]
+    text = report(rows, command.strip(), settings, run_lines)
+    print()
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text, encoding="utf-8")
+    return 0
