@@ -236,7 +236,7 @@ class Dispatcher:
                 count = 0
                 for page in self._pages(from_sequence - 1, self.last_handled):
                     for event in page:
-                        event = dataclasses.replace(event, replay=True)
+                        object.__setattr__(event, "replay", True)  # just read: nobody else has it
                         for receiver in receivers.get(event.event_name, ()) + receivers.get(WILDCARD, ()):
                             self._call(receiver, event, strict=True)
                         count += 1

@@ -96,7 +96,7 @@ from .base import (
 logger = logging.getLogger("flask_shimmie")
 
 EVENT_TABLES = TableSet(
-    ("shimmie_events", "shimmie_events_event_name_idx", "shimmie_snapshots"),
+    ("shimmie_events", "shimmie_snapshots"),
     (
         "CREATE TABLE IF NOT EXISTS {schema}.shimmie_events ("
         " sequence_num bigint PRIMARY KEY,"
@@ -110,7 +110,6 @@ EVENT_TABLES = TableSet(
         " schema_version int NOT NULL,"
         " pii_fields text NULL,"
         " UNIQUE (stream_id, stream_version))",
-        "CREATE INDEX IF NOT EXISTS shimmie_events_event_name_idx ON {schema}.shimmie_events (event_name)",
         "CREATE TABLE IF NOT EXISTS {schema}.shimmie_snapshots ("
         " model text PRIMARY KEY,"
         " position bigint NOT NULL,"

@@ -61,7 +61,6 @@ EVENTS_SCHEMA = (
         pii_fields TEXT NULL,
         UNIQUE (stream_id, stream_version)
     )""",
-    "CREATE INDEX IF NOT EXISTS shimmie_events_event_name ON shimmie_events (event_name)",
     """CREATE TABLE IF NOT EXISTS shimmie_snapshots (
         model TEXT PRIMARY KEY,
         position INTEGER NOT NULL,
@@ -306,9 +305,7 @@ class SqliteEventStore(EventStore):
             clauses.append(f"stream_id {_IN_LIST}")
             params.append(json_list(set(stream_ids)))
         if event_names is not None:
-            # With streams named, their index is the selective one: the unary
-            # plus keeps the planner off the event_name index.
-            clauses.append(f"{'+' if stream_ids is not None else ''}event_name {_IN_LIST}")
+            clauses.append(f"event_name {_IN_LIST}")
             params.append(json_list(set(event_names)))
         params.append(-1 if limit is None else limit)
         query = (
