@@ -185,3 +185,54 @@ def replay_function(backend: str, url: str, ours: OurApp | None, total: int) -> 
         return total / seconds
 
     return measure
+
+
+class SnapshotTally(Tally):
+    """:class:`Tally` with snapshots, for the restart scenario."""
+
+    def snapshot(self) -> Any:
+        return [self.count, self.total]
+
+    def restore(self, state: Any) -> None:
+        self.count, self.total = state
+
+
+def _snapshot_app(url: str) -> tuple[ShimmieStack, Flask]:
+    stack = ShimmieStack()
+    stack.register_model(SnapshotTally)
+    app = Flask(f"shimmie_bench_{next(_app_numbers)}")
+    app.config["SHIMMIE_EVENT_STORE"] = url
+    stack.init_app(app)
+    return stack, app
+
+
+def _start_and_count(url: str) -> tuple[float, int]:
+    stack, app = _snapshot_app(url)
+    start = time.perf_counter()
+    stack.startup(app)
+    seconds = time.perf_counter() - start
+    try:
+        with app.app_context():
+            count = stack.model(SnapshotTally).count
+    finally:
+        stack.shutdown(app)
+    return seconds, count
+
+
+def restart_function(url: str, total: int) -> Callable[[], float]:
+    """Scenario 6: a restart that restores snapshots and replays the tail; returns its seconds.
+
+    The first start replays everything once and takes the snapshots
+    (every ``SHIMMIE_SNAPSHOT_EVERY`` events) that the timed restarts use.
+    """
+    _, count = _start_and_count(url)
+    if count != total:
+        raise RuntimeError(f"flask_shimmie replayed {count} events, expected {total}")
+
+    def measure() -> float:
+        seconds, found = _start_and_count(url)
+        if found != total:
+            raise RuntimeError(f"flask_shimmie restored {found} events, expected {total}")
+        return seconds
+
+    return measure
