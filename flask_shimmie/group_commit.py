@@ -26,7 +26,8 @@ class _Slot:
 
     def __init__(self, batch: AppendBatch) -> None:
         self.batch = batch
-        self.done = threading.Event()
+        #: Made only for a writer that has to wait: the first one commits at once.
+        self.done: threading.Event | None = None
         self.lead = False
         self.outcome: AppendResult | BaseException | None = None
 
@@ -52,7 +53,9 @@ class GroupCommitter:
             self._queue.append(slot)
             if not self._busy:
                 self._busy = slot.lead = True
-        if not slot.lead:
+            else:
+                slot.done = threading.Event()
+        if slot.done is not None:
             slot.done.wait()
         if slot.lead:
             self._lead()
@@ -74,9 +77,11 @@ class GroupCommitter:
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
+                    assert successor.done is not None
                     successor.done.set()
                 else:
                     self._busy = False
         for slot, outcome in zip(group, outcomes, strict=True):
             slot.outcome = outcome
-            slot.done.set()
+            if slot.done is not None:
+                slot.done.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -233,15 +234,16 @@ class SqliteEventStore(EventStore):
     ) -> list[AppendResult | ShimmieError]:
         if not batches:
             return []
+        stream_ids = batch_stream_ids(batches)
+        event_ids = batch_event_ids(batches)
         with self._db.writing() as connection:
-            (last,) = connection.execute(
-                "SELECT coalesce(max(sequence_num), 0) FROM shimmie_events"
-            ).fetchone()
-            versions = self._versions(connection, batch_stream_ids(batches))
-            known = connection.execute(
-                f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
-                (json_list(batch_event_ids(batches)),),
-            ).fetchall()
+            last, versions, any_known = self._write_state(connection, stream_ids, event_ids)
+            known = []
+            if any_known:
+                known = connection.execute(
+                    f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
+                    (json_list(event_ids),),
+                ).fetchall()
             planner = AppendPlanner(last, versions, {row[3]: _decode(row) for row in known})
             outcomes = [planner.plan(batch) for batch in batches]
             if planner.rows:
@@ -273,6 +275,35 @@ class SqliteEventStore(EventStore):
                     SqlitePiiStore.put_in(connection, pii)
         self._process.get().signal.advance(planner.last_sequence_num)
         return outcomes
+
+    @staticmethod
+    def _write_state(
+        connection: sqlite3.Connection, stream_ids: Collection[str], event_ids: Collection[str]
+    ) -> tuple[int, dict[str, int], bool]:
+        """In one statement: the last position, the streams' versions, whether any id is stored.
+
+        Every statement costs a round through sqlite3, and a write holds the
+        lock meanwhile; one stream and one event (the usual write) take the
+        plain indexed form.
+        """
+        if len(stream_ids) == 1 and len(event_ids) == 1:
+            (stream_id,) = stream_ids
+            last, version, known = connection.execute(
+                "SELECT (SELECT coalesce(max(sequence_num), 0) FROM shimmie_events),"
+                " (SELECT max(stream_version) FROM shimmie_events WHERE stream_id = ?),"
+                " EXISTS (SELECT 1 FROM shimmie_events WHERE event_id = ?)",
+                (stream_id, next(iter(event_ids))),
+            ).fetchone()
+            return last, ({stream_id: version} if version else {}), bool(known)
+        last, versions, known = connection.execute(
+            "SELECT (SELECT coalesce(max(sequence_num), 0) FROM shimmie_events),"
+            " (SELECT json_group_object(stream_id, version) FROM (SELECT stream_id,"
+            f"  max(stream_version) AS version FROM shimmie_events WHERE stream_id {_IN_LIST}"
+            "  GROUP BY stream_id)),"
+            f" EXISTS (SELECT 1 FROM shimmie_events WHERE event_id {_IN_LIST})",
+            (json_list(stream_ids), json_list(event_ids)),
+        ).fetchone()
+        return last, json.loads(versions) if versions else {}, bool(known)
 
     @staticmethod
     def _versions(connection: sqlite3.Connection, stream_ids: Collection[str]) -> dict[str, int]:
