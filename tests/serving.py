@@ -684,3 +684,32 @@ def fresh_store_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield with_query(postgres_base_url(), schema=schema)
     finally:
         drop_postgres_schema(schema)
+
+
+class ClientThreads:
+    """Client threads that run :meth:`_run` (with their number) until stopped."""
+
+    def __init__(self, threads: int) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def start(self) -> None:
+        """Start every thread."""
+        for thread in self._threads:
+            thread.start()
+
+    def halt(self) -> None:
+        """Ask the threads to stop, without waiting."""
+        self._stop.set()
+
+    def stop(self, timeout: float) -> None:
+        """Stop the threads and wait for them; fail if one does not stop within ``timeout``."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.01))
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
+        assert not alive, f"writer threads {alive} did not stop within {timeout}s"
+
+    def _run(self, writer: int) -> None:
+        raise NotImplementedError

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.serving import (
+    ClientThreads,
     GunicornServer,
     fresh_store_url,
     project,
@@ -94,31 +95,17 @@ class WriteLog:
             return len(self.acked)
 
 
-class Writers:
+class Writers(ClientThreads):
     """Client threads POSTing songs with PII, each on a new connection, until stopped."""
 
     def __init__(self, base_url: str, threads: int) -> None:
+        super().__init__(threads)
         self.base_url = base_url
         self.log = WriteLog()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def halt(self) -> None:
-        """Ask the threads to stop, without waiting."""
-        self._stop.set()
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the threads and wait for them."""
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.01))
-        alive = [thread.name for thread in self._threads if thread.is_alive()]
-        assert not alive, f"writer threads {alive} did not stop within {timeout}s"
+        super().stop(timeout)
 
     def _run(self, writer: int) -> None:
         log = self.log

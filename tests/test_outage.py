@@ -34,6 +34,7 @@ from example_songs import stack
 from tests.helpers import songs_app
 from tests.serving import (
     HOST,
+    ClientThreads,
     GunicornServer,
     Reply,
     free_port,
@@ -291,27 +292,17 @@ class Attempt:
     error: str | None
 
 
-class Writers:
+class Writers(ClientThreads):
     """Client threads POSTing songs with PII to gunicorn, each on a new connection, until stopped."""
 
     def __init__(self, base_url: str, threads: int) -> None:
         self.base_url = base_url
         self.attempts: list[Attempt] = []
         self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        super().__init__(threads)
 
     def stop(self, timeout: float = HANG_SECONDS + 10) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.01))
-        alive = [thread.name for thread in self._threads if thread.is_alive()]
-        assert not alive, f"writer threads {alive} did not stop within {timeout}s"
+        super().stop(timeout)
 
     def _run(self, writer: int) -> None:
         n = 0

@@ -31,6 +31,7 @@ from flask_shimmie import (
 )
 from flask_shimmie.pii.base import PiiRecord, PiiStore
 from flask_shimmie.state import AppState
+from tests.conftest import Journal
 from tests.helpers import songs_app
 from tests.pii_backends import (
     PII_COLUMNS,
@@ -145,17 +146,6 @@ class People(Model):
         if found is not None:
             found["data"]["name"] = ""
             found["forgotten"] = True
-
-
-class Journal(Model):
-    """Every event, as delivered."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    @subscribe("*")
-    def record(self, event: Event) -> None:
-        self.events.append(event)
 
 
 def new_stack() -> ShimmieStack:

@@ -248,3 +248,13 @@ def test_lock_stream_serialises_read_decide_write(app: Flask, stack: ShimmieStac
         thread.join(30)
     assert errors == []
     assert [e.stream_version for e in stack.history("counter")["history"]] == list(range(1, 81))
+
+
+def test_new_event_ids_are_time_ordered_uuids(app: Flask, stack: ShimmieStack) -> None:
+    events = [stack.record_unchecked_event("s", "E", {}) for _ in range(50)]
+    ids = [uuid.UUID(event.event_id) for event in events]
+    assert {i.version for i in ids} == {7} and len(set(ids)) == 50
+    prefixes = [event.event_id[:13] for event in events]  # the milliseconds
+    assert prefixes == sorted(prefixes)
+    supplied = str(uuid.uuid4())
+    assert stack.record_unchecked_event("s", "E", {}, event_id=supplied).event_id == supplied

@@ -13,13 +13,11 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from flask_shimmie import (
     NO_STREAM,
-    Event,
     InvalidEventError,
-    Model,
     NewEvent,
     ShimmieStack,
-    subscribe,
 )
+from tests.conftest import Journal
 from tests.pii_backends import (
     AppFactory,
     Backend,
@@ -29,17 +27,6 @@ from tests.pii_backends import (
     made_apps_fixture,  # noqa: F401 - the "made_apps" fixture
     make_app_fixture,  # noqa: F401 - the "make_app" fixture
 )
-
-
-class Journal(Model):
-    """Every event, as delivered."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    @subscribe("*")
-    def record(self, event: Event) -> None:
-        self.events.append(event)
 
 
 class AlbumReleased(Schema):
