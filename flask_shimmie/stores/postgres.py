@@ -1,11 +1,14 @@
 """The PostgreSQL event store (``postgresql://user@host/db?schema=...``).
 
 Global order without gaps
-    A write transaction takes ``LOCK TABLE shimmie_events IN EXCLUSIVE MODE``
-    first, as the ``eventsourcing`` library does, then computes positions as
+    A write transaction first takes a transaction-level advisory lock that
+    every writer of the schema shares, then computes positions as
     ``max(sequence_num) + 1`` with :class:`~flask_shimmie.stores.base.AppendPlanner`.
-    The lock serialises writers only (plain ``SELECT``\\ s take ACCESS SHARE,
-    which EXCLUSIVE does not block), and it is held until the commit is
+    The ``eventsourcing`` library takes ``LOCK TABLE ... IN EXCLUSIVE MODE``
+    instead; the advisory lock serialises writers the same way but does not
+    conflict with autovacuum, which otherwise holds writers up to
+    ``deadlock_timeout`` before it gives way (seen here as stalls after bulk
+    writes). Readers take no lock. The lock is held until the commit is
     visible, so transactions commit in position order: a reader that has seen
     position *n* has seen every position before it, and a tailing reader that
     asks for ``sequence_num > n`` never skips an event committed later with a
@@ -14,7 +17,7 @@ Global order without gaps
     which is exactly how tailing readers skip events.
 
 One write, four statements
-    ``BEGIN; LOCK TABLE ...`` (one message); one ``SELECT`` returning the last
+    ``BEGIN; SELECT pg_advisory_xact_lock(...)`` (one message); one ``SELECT`` returning the last
     position, the versions of the streams involved and the already stored
     events among the batch's ids; after planning, one statement inserting the
     events (``INSERT ... SELECT FROM unnest(...)``) and the PII rows and
@@ -95,6 +98,15 @@ from .base import (
 
 logger = logging.getLogger("flask_shimmie")
 
+#: The first half of the writers' advisory lock key ("SHIM"); the second is the schema's.
+WRITER_LOCK_CLASS = 0x5348494D
+
+
+def writer_lock_id(schema: str) -> int:
+    """The second half of the writers' advisory lock key: a signed 32-bit hash of ``schema``."""
+    return int.from_bytes(blake2b(schema.encode(), digest_size=4).digest(), "big", signed=True)
+
+
 EVENT_TABLES = TableSet(
     ("shimmie_events", "shimmie_snapshots"),
     (
@@ -159,10 +171,11 @@ class PostgresEventStore(EventStore):
 
         events = self._db.table("shimmie_events")
         self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
-        # No parameters, so psycopg sends both statements in one message.
+        # No parameters, so psycopg sends both statements in one message. The
+        # two-int4 advisory key space is apart from the bigint one stream locks use.
         self._sql_begin = sql.SQL(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE {} IN EXCLUSIVE MODE"
-        ).format(events)
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({}, {})"
+        ).format(sql.Literal(WRITER_LOCK_CLASS), sql.Literal(writer_lock_id(self._db.schema)))
         # A correlated max() per stream walks the (stream_id, stream_version)
         # index backwards: one probe per stream, however long the stream.
         versions = "(SELECT max(e.stream_version) FROM {events} e WHERE e.stream_id = s.id)"
