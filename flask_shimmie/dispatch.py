@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,8 @@ class Dispatcher:
         self._local = threading.local()
         self._wanted = 0
         self._pending: dict[int, Event] = {}
+        #: Writes of this process between their commit and their offer (see :meth:`writing`).
+        self.writes_in_flight = 0
         self._pending_lock = threading.Lock()
         self._receivers: dict[str, tuple[Receiver, ...]] = {}
         self._connected: list[tuple[str, Receiver]] = []
@@ -151,6 +154,17 @@ class Dispatcher:
     def dispatching(self) -> bool:
         """True in a thread that is applying events right now (inside a handler)."""
         return bool(getattr(self._local, "active", False))
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark a write of this process in flight until it has offered its events."""
+        with self._pending_lock:
+            self.writes_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self.writes_in_flight -= 1
 
     def offer(self, events: Iterable[Event]) -> None:
         """Hand over events this process just stored, with their data as delivered."""

@@ -443,12 +443,13 @@ class ShimmieStack:
         pending = state.preparer.prepare_all(events)
         if not pending:
             return []
-        result = state.append(AppendBatch(pending, expected))
-        stored = result.events
         dispatcher = state.dispatcher
-        if result.created:
-            dispatcher.offer(stored)
-        else:
+        with dispatcher.writing():
+            result = state.append(AppendBatch(pending, expected))
+            stored = result.events
+            if result.created:
+                dispatcher.offer(stored)
+        if not result.created:
             stored = state.decode(stored)
         dispatcher.ensure_handled(stored[-1].sequence_num)
         if result.created and event_recorded.receivers:

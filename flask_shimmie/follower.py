@@ -12,6 +12,9 @@ from .dispatch import Dispatcher
 #: Seconds one wait on the store lasts before the stop flag is looked at again.
 WAIT_SLICE = 0.2
 
+#: Seconds the follower leaves a local writer to hand over events it just stored.
+HANDOVER_PAUSE = 0.005
+
 
 class Follower:
     """Follows the store and applies new events to this process's models.
@@ -48,6 +51,11 @@ class Follower:
                     # A short wait keeps stop() quick; the store wakes it sooner on news.
                     position = dispatcher.store.wait_for_events(dispatcher.last_handled, WAIT_SLICE)
                     if position > dispatcher.last_handled and not self._stop.is_set():
+                        if dispatcher.writes_in_flight:
+                            # Likely this process's own write, whose writer is about
+                            # to hand the events over: reading them back would be
+                            # wasted work. A short pause, then catch up regardless.
+                            self._stop.wait(HANDOVER_PAUSE)
                         dispatcher.ensure_handled(position)
                     pause = 0.1
                 except Exception:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +17,7 @@ from flask_shimmie import (
     NO_STREAM,
     Event,
     Model,
+    NewEvent,
     ReplayError,
     ShimmieStack,
     StreamVersionError,
@@ -24,6 +28,7 @@ from flask_shimmie import (
 )
 from tests.conftest import Journal
 from tests.helpers import append_raw
+from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 
 class Versions(Model):
@@ -269,3 +274,61 @@ def test_models_are_kept_alive_by_the_stack(app: Flask, stack: ShimmieStack) -> 
     stack.record_unchecked_event("s", "E", {})
     assert stack.model(Counter).count == 1
     assert len(app.extensions["shimmie"].dispatcher.receivers("E")) == 3  # Counter, lambda, Journal(*)
+
+
+@pytest.mark.postgres
+def test_the_follower_leaves_this_process_s_own_writes_to_their_writer(
+    make_app: Callable[..., Flask], stack: ShimmieStack
+) -> None:
+    require_backend("postgresql")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    app = make_app(SHIMMIE_EVENT_STORE=with_query(postgres_base_url(), schema=schema))
+    try:
+        with app.app_context():
+            stack.startup()
+            store = app.extensions["shimmie"].event_store
+            reads: list[int] = []
+            read = store.read
+
+            def counting_read(*args: Any, **kwargs: Any) -> Any:
+                reads.append(1)
+                return read(*args, **kwargs)
+
+            store.read = counting_read
+            for n in range(300):
+                stack.record_unchecked_events([NewEvent(f"s{n}", "E", {"i": i}) for i in range(10)])
+            # Every commit notifies the follower; it must not read back what the writer hands over.
+            assert len(reads) <= 5, f"the follower read the store back {len(reads)} times in 300 writes"
+            assert [e.sequence_num for e in stack.model(Journal).events] == list(range(1, 3001))
+    finally:
+        stack.shutdown(app)
+        drop_postgres_schema(schema)
+
+
+def test_the_follower_pauses_while_a_local_write_is_handing_over() -> None:
+    from flask_shimmie.follower import HANDOVER_PAUSE, Follower
+
+    calls: list[tuple[str, float]] = []
+
+    class Store:
+        def wait_for_events(self, after: int, timeout: float) -> int:
+            calls.append(("woken", time.monotonic()))
+            return 1
+
+    class FakeDispatcher:
+        store = Store()
+        last_handled = 0
+        writes_in_flight = 1
+
+        def ensure_handled(self, target: int) -> int:
+            calls.append(("caught up", time.monotonic()))
+            follower.stop(timeout=0)
+            self.last_handled = target
+            return target
+
+    follower = Follower(Flask(__name__), FakeDispatcher(), logging.getLogger("test"))  # type: ignore[arg-type]
+    follower.start()
+    follower._thread.join(5)
+    (woken, at), (caught_up, then) = calls[:2]
+    assert (woken, caught_up) == ("woken", "caught up")
+    assert then - at >= HANDOVER_PAUSE * 0.9
