@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
@@ -37,18 +37,28 @@ class ConfigurationError(ShimmieError):
     """A configuration value is wrong; the message names the key and the value."""
 
 
-class InvalidEventError(ShimmieError, BadRequest):
-    """An event (stream id, name, data, meta, event id) is not well formed."""
+class HTTPShimmieError(ShimmieError):
+    """A :class:`ShimmieError` that is also a werkzeug HTTP exception.
+
+    Subclasses mix in the werkzeug class of their status; ``str()`` and the
+    JSON ``message`` are both the description.
+    """
 
     def __init__(self, message: str) -> None:
-        ShimmieError.__init__(self, message)
-        BadRequest.__init__(self, message)
+        # The mixed-in werkzeug class's own __init__ (e.g. Retry-After on a 503),
+        # then the exception's args, which HTTPException's chain leaves empty.
+        super(ShimmieError, self).__init__(message)
+        Exception.__init__(self, message)
 
     def __str__(self) -> str:
-        return str(self.description)
+        return str(cast(HTTPException, self).description)
 
 
-class StreamVersionError(ShimmieError, Conflict):
+class InvalidEventError(HTTPShimmieError, BadRequest):
+    """An event (stream id, name, data, meta, event id) is not well formed."""
+
+
+class StreamVersionError(HTTPShimmieError, Conflict):
     """A checked write found a stream at another version than expected.
 
     ``conflicts`` lists one ``{"stream_id", "expected", "actual"}`` per
@@ -62,29 +72,19 @@ class StreamVersionError(ShimmieError, Conflict):
             f"{c['stream_id']} (expected {_version_name(c['expected'])}, actual {c['actual']})"
             for c in conflicts
         )
-        message = f"Stream version mismatch: {names}"
-        ShimmieError.__init__(self, message)
-        Conflict.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.description)
+        super().__init__(f"Stream version mismatch: {names}")
 
     def conflicts_json(self) -> list[dict[str, Any]]:
         """Return ``conflicts`` with the expected-version constants shown by name."""
         return [{**c, "expected": _version_name(c["expected"])} for c in self.conflicts]
 
 
-class ObjectLockedError(ShimmieError, Conflict):
+class ObjectLockedError(HTTPShimmieError, Conflict):
     """A stream lock was not obtained within its timeout."""
 
     def __init__(self, stream_id: str, timeout: float) -> None:
         self.stream_id = stream_id
-        message = f"Lock for {stream_id} already in use (waited {timeout:g}s)."
-        ShimmieError.__init__(self, message)
-        Conflict.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.description)
+        super().__init__(f"Lock for {stream_id} already in use (waited {timeout:g}s).")
 
 
 class ReplayError(ShimmieError):
@@ -103,32 +103,20 @@ class ReplayError(ShimmieError):
         )
 
 
-class StoreUnavailableError(ShimmieError, ServiceUnavailable):
+class StoreUnavailableError(HTTPShimmieError, ServiceUnavailable):
     """The event store or the PII store cannot be reached."""
 
-    def __init__(self, message: str) -> None:
-        ShimmieError.__init__(self, message)
-        ServiceUnavailable.__init__(self, message)
 
-    def __str__(self) -> str:
-        return str(self.description)
-
-
-class SequenceTimeoutError(ShimmieError, ServiceUnavailable):
+class SequenceTimeoutError(HTTPShimmieError, ServiceUnavailable):
     """A position asked for with ``X-Seq-Num-Min`` was not applied in time."""
 
     def __init__(self, wanted: int, handled: int, timeout: float) -> None:
         self.wanted = wanted
         self.handled = handled
-        message = (
+        super().__init__(
             f"Position {wanted} was not reached within {timeout:g}s "
             f"(this process has applied up to {handled}); try again."
         )
-        ShimmieError.__init__(self, message)
-        ServiceUnavailable.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.description)
 
 
 class PiiNotConfiguredError(ShimmieError):
