@@ -88,10 +88,11 @@ def replay(from_sequence: int) -> None:
     started = time.perf_counter()
     try:
         with click.progressbar(length=max(total, 0), label="Replaying", file=sys.stderr) as bar:
-            if from_sequence == 1 and not state.started:
+            if from_sequence == 1 and not state.started and not state.snapshots.usable():
+                # A fresh process with nothing to restore: startup's replay is the rebuild.
                 stack.startup(state.app, progress=bar.update)
                 count = state.dispatcher.last_handled
-            else:
+            else:  # startup may restore snapshots; the rebuild starts from scratch
                 stack.startup(state.app)
                 count = stack.replay(from_sequence, progress=bar.update)
     except ReplayError as error:

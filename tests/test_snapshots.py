@@ -149,3 +149,18 @@ def test_bad_snapshot_setting_is_refused(make_app: Callable[..., Flask]) -> None
 
     with pytest.raises(ConfigurationError, match="SHIMMIE_SNAPSHOT_EVERY"):
         make_app(SHIMMIE_SNAPSHOT_EVERY=-5)
+
+
+def test_cli_replay_rebuilds_from_scratch_even_with_snapshots(snap_stack: ShimmieStack, url: str) -> None:
+    first = _app(snap_stack, url)
+    _write(snap_stack, first, 250)
+    snap_stack.shutdown(first)
+    Totals.applied = 0
+    fresh = _app(snap_stack, url)
+    result = fresh.test_cli_runner().invoke(args=["shimmie", "replay"])
+    assert result.exit_code == 0, result.output
+    assert "Replayed 250 events" in result.output
+    assert Totals.applied == 50 + 250  # the tail after the snapshot, then every event again
+    with fresh.app_context():
+        assert sum(snap_stack.model(Totals).totals.values()) == sum(range(250))
+    snap_stack.shutdown(fresh)
