@@ -248,12 +248,21 @@ class Dispatcher:
                 self._wanted = self.store.last_sequence_num()
                 self._deliver(strict=False, replay=False)
                 count = 0
+                wild = receivers.get(WILDCARD, ())
+                table: dict[str, tuple[Receiver, ...]] = {}
                 for page in self._pages(from_sequence - 1, self.last_handled):
                     for event in page:
-                        object.__setattr__(event, "replay", True)  # just read: nobody else has it
-                        for receiver in receivers.get(event.event_name, ()) + receivers.get(WILDCARD, ()):
-                            self._call(receiver, event, strict=True)
-                        count += 1
+                        targets = table.get(event.event_name)
+                        if targets is None:
+                            named = receivers.get(event.event_name, ())
+                            targets = named + wild if event.event_name != WILDCARD else named
+                            table[event.event_name] = targets
+                        for receiver in targets:
+                            try:
+                                receiver.handler(event)
+                            except Exception as error:
+                                self._failed(receiver, event, error, strict=True)
+                    count += len(page)
                     if progress is not None:
                         progress(len(page))
                 swap()
@@ -264,7 +273,7 @@ class Dispatcher:
 
     def _pages(self, after: int, upto: int, size: int = 1000) -> Iterable[list[Event]]:
         while after < upto:
-            page = [e for e in self.store.read(after, size) if e.sequence_num <= upto]
+            page = [e for e in self.store.read(after, size, replay=True) if e.sequence_num <= upto]
             if not page:
                 return
             yield self.decode(page)
@@ -273,42 +282,15 @@ class Dispatcher:
     def _deliver(self, *, strict: bool, replay: bool, progress: Callable[[int], None] | None = None) -> None:
         while self.last_handled < self._wanted:
             events = self._take_pending()
-            from_pending = bool(events)
             if not events:
-                page = self.store.read(self.last_handled, 1000)
+                page = self.store.read(self.last_handled, 1000, replay=replay)
                 if not page:
                     break
                 events = self.decode(page)
-            fresh = not from_pending
-            receivers = self.receivers
-            checkpoint_every = self.checkpoint_every
-            for event in events:
-                position = event.sequence_num
-                if position != self.last_handled + 1:
-                    if position <= self.last_handled:
-                        continue
-                    # Stores are gap-free; a gap means the store broke its promise.
-                    # Stop rather than skip an event: the next call tries again.
-                    self.logger.error(
-                        "Expected event %s but the store gave %s; delivery paused",
-                        self.last_handled + 1,
-                        event.sequence_num,
-                    )
-                    self._wanted = self.last_handled
-                    return
-                if replay:
-                    if fresh:  # just decoded, seen by nobody yet: mark it in place
-                        object.__setattr__(event, "replay", True)
-                    else:
-                        event = dataclasses.replace(event, replay=True)
-                for receiver in receivers(event.event_name):
-                    try:
-                        receiver.handler(event)
-                    except Exception as error:
-                        self._failed(receiver, event, error, strict=strict)
-                self.last_handled = position
-                if checkpoint_every and not position % checkpoint_every and self.on_checkpoint:
-                    self.on_checkpoint(position)
+            elif replay:
+                events = [dataclasses.replace(event, replay=True) for event in events]
+            if not self._apply(events, strict=strict):
+                return
             if progress is not None:
                 progress(len(events))
         self._wanted = self.last_handled
@@ -316,6 +298,47 @@ class Dispatcher:
             with self._pending_lock:
                 for position in [p for p in self._pending if p <= self.last_handled]:
                     del self._pending[position]
+
+    def _apply(self, events: list[Event], *, strict: bool) -> bool:
+        """Apply ``events`` (in order) to their receivers; False if the store left a gap.
+
+        The hot loop of every delivery and replay: it looks receivers up in
+        the cached table and counts down to the next checkpoint instead of
+        dividing at every event.
+        """
+        table = self._receivers
+        checkpoint_every = self.checkpoint_every
+        next_checkpoint = (
+            (self.last_handled // checkpoint_every + 1) * checkpoint_every if checkpoint_every else 0
+        )
+        expected = self.last_handled + 1
+        for event in events:
+            position = event.sequence_num
+            if position != expected:
+                if position < expected:
+                    continue
+                # Stores are gap-free; a gap means the store broke its promise.
+                # Stop rather than skip an event: the next call tries again.
+                self.logger.error(
+                    "Expected event %s but the store gave %s; delivery paused", expected, position
+                )
+                self._wanted = self.last_handled
+                return False
+            receivers = table.get(event.event_name)
+            if receivers is None:
+                receivers = self.receivers(event.event_name)
+            for receiver in receivers:
+                try:
+                    receiver.handler(event)
+                except Exception as error:
+                    self._failed(receiver, event, error, strict=strict)
+            self.last_handled = position
+            expected = position + 1
+            if position == next_checkpoint:
+                next_checkpoint += checkpoint_every
+                if self.on_checkpoint is not None:
+                    self.on_checkpoint(position)
+        return True
 
     def _take_pending(self) -> list[Event]:
         taken = []
@@ -326,12 +349,6 @@ class Dispatcher:
                 taken.append(pending.pop(position))
                 position += 1
         return taken
-
-    def _call(self, receiver: Receiver, event: Event, *, strict: bool) -> None:
-        try:
-            receiver.handler(event)
-        except Exception as error:
-            self._failed(receiver, event, error, strict=strict)
 
     def _failed(self, receiver: Receiver, event: Event, error: Exception, *, strict: bool) -> None:
         """Apply the error policy: raise during replay, else log and mark the owner degraded."""

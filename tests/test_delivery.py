@@ -227,6 +227,15 @@ def test_replay_from_a_position_applies_onto_current_models(app: Flask, stack: S
         stack.replay(from_sequence=0)
 
 
+def test_an_event_named_star_reaches_wildcard_models_once_live_and_in_replay(
+    app: Flask, stack: ShimmieStack
+) -> None:
+    stack.record_unchecked_event("s", "*", {"n": 1})
+    assert [e.event_name for e in stack.model(Journal).events] == ["*"]
+    assert stack.replay() == 1
+    assert [(e.event_name, e.replay) for e in stack.model(Journal).events] == [("*", True)]
+
+
 def test_function_subscribers_are_not_called_again_by_replay(app: Flask, stack: ShimmieStack) -> None:
     seen: list[int] = []
     stack.subscribe("E", lambda e: seen.append(e.sequence_num))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ from flask_shimmie import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    Event,
     InvalidEventError,
     NewEvent,
     ObjectLockedError,
@@ -34,6 +36,17 @@ def test_record_event_returns_the_stored_event(app: Flask, stack: ShimmieStack) 
     assert uuid.UUID(event.event_id)
     assert event.recorded_at.tzinfo is not None
     assert event.replay is False and event.pii_erased is False and event.schema_version == 1
+
+
+def test_stored_events_are_ordinary_frozen_events(app: Flask, stack: ShimmieStack) -> None:
+    event = stack.record_unchecked_event("song-1", "SONG_CREATED", {"title": "Hound Dog"})
+    (read,) = stack.read_events()
+    assert type(event) is Event and type(read) is Event
+    assert read == event and dataclasses.astuple(read) == dataclasses.astuple(event)
+    assert dataclasses.replace(read, replay=True).replay is True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.stream_id = "other"  # type: ignore[misc]
+    assert read == Event(**{f.name: getattr(read, f.name) for f in dataclasses.fields(Event)})
 
 
 def test_positions_and_versions(app: Flask, stack: ShimmieStack) -> None:

@@ -120,6 +120,7 @@ class MemoryEventStore(EventStore):
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
+        replay: bool = False,
     ) -> list[Event]:
         after = max(after, 0)
         with self._write_lock:
@@ -136,7 +137,7 @@ class MemoryEventStore(EventStore):
             candidates = [row for row in candidates if row[4] in names]
         if limit is not None:
             candidates = candidates[: max(limit, 0)]
-        return decode_rows(candidates)
+        return decode_rows(candidates, replay=replay)
 
     def last_sequence_num(self) -> int:
         return len(self._rows)

@@ -352,6 +352,7 @@ class PostgresEventStore(EventStore):
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
+        replay: bool = False,
     ) -> list[Event]:
         if limit is not None and limit <= 0:
             return []
@@ -368,7 +369,7 @@ class PostgresEventStore(EventStore):
         query = self._read_sql[stream_ids is not None, event_names is not None]
         # Binary results: timestamps and integers decode faster than from text.
         rows = self._db.run(lambda conn: conn.cursor(binary=True).execute(query, params).fetchall())
-        return decode_rows(rows)
+        return decode_rows(rows, replay=replay)
 
     def last_sequence_num(self) -> int:
         return self._scalar(self._sql_last)

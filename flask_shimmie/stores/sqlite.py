@@ -323,6 +323,7 @@ class SqliteEventStore(EventStore):
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
+        replay: bool = False,
     ) -> list[Event]:
         if (
             (limit is not None and limit <= 0)
@@ -345,7 +346,7 @@ class SqliteEventStore(EventStore):
         )
         with self._db.reading() as connection:
             rows = connection.execute(query, params).fetchall()
-        return decode_rows(rows, datetime.fromisoformat)
+        return decode_rows(rows, datetime.fromisoformat, replay=replay)
 
     def last_sequence_num(self) -> int:
         with self._db.reading() as connection:
