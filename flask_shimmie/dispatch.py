@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,7 @@ class Dispatcher:
         self._pending_lock = threading.Lock()
         self._receivers: dict[str, tuple[Receiver, ...]] = {}
         self._connected: list[tuple[str, Receiver]] = []
+        self._in_flight = _WriteInFlight(self)
         #: Every this many positions, ``on_checkpoint(position)`` runs (0 = never).
         self.checkpoint_every = 0
         self.on_checkpoint: Callable[[int], None] | None = None
@@ -155,16 +156,9 @@ class Dispatcher:
         """True in a thread that is applying events right now (inside a handler)."""
         return bool(getattr(self._local, "active", False))
 
-    @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self) -> AbstractContextManager[None]:
         """Mark a write of this process in flight until it has offered its events."""
-        with self._pending_lock:
-            self.writes_in_flight += 1
-        try:
-            yield
-        finally:
-            with self._pending_lock:
-                self.writes_in_flight -= 1
+        return self._in_flight
 
     def offer(self, events: Iterable[Event]) -> None:
         """Hand over events this process just stored, with their data as delivered."""
@@ -363,3 +357,22 @@ class Dispatcher:
             event.stream_id,
             exc_info=error,
         )
+
+
+class _WriteInFlight:
+    """:meth:`Dispatcher.writing`: counts a write in ``writes_in_flight`` while it runs."""
+
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def __enter__(self) -> None:
+        dispatcher = self._dispatcher
+        with dispatcher._pending_lock:
+            dispatcher.writes_in_flight += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        dispatcher = self._dispatcher
+        with dispatcher._pending_lock:
+            dispatcher.writes_in_flight -= 1

@@ -33,7 +33,7 @@ from .request_hooks import install_request_hooks
 from .schemas import PayloadTypes, Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .state import AppState, model_receivers
-from .stores.base import AppendBatch
+from .stores.base import AppendBatch, PendingEvent
 
 M = TypeVar("M", bound=Model)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -408,9 +408,9 @@ class ShimmieStack:
             expected = check_expected_versions(expected_versions)
         else:
             expected = {check_name(stream_id, "stream_id"): check_expected(stream_id, expected_version)}
-        new = NewEvent(stream_id, event_name, dict(data) if isinstance(data, Mapping) else data, _meta(meta),
-                       pii_fields, event_id)  # fmt: skip
-        return self._record([new], expected)[0]
+        state = self._state()
+        pending = state.preparer.prepare_fields(stream_id, event_name, data, meta, pii_fields, event_id)
+        return self._record_prepared(state, (pending,), expected)[0]
 
     def record_unchecked_event(
         self,
@@ -423,9 +423,9 @@ class ShimmieStack:
         event_id: str | None = None,
     ) -> Event:
         """Record one event without a version check."""
-        new = NewEvent(stream_id, event_name, dict(data) if isinstance(data, Mapping) else data, _meta(meta),
-                       pii_fields, event_id)  # fmt: skip
-        return self._record([new], {})[0]
+        state = self._state()
+        pending = state.preparer.prepare_fields(stream_id, event_name, data, meta, pii_fields, event_id)
+        return self._record_prepared(state, (pending,), {})[0]
 
     def record_events(
         self, events: Sequence[NewEvent], expected_versions: Mapping[str, Expected] | None = None
@@ -440,7 +440,11 @@ class ShimmieStack:
 
     def _record(self, events: list[NewEvent], expected: dict[str, Expected]) -> list[Event]:
         state = self._state()
-        pending = state.preparer.prepare_all(events)
+        return self._record_prepared(state, state.preparer.prepare_all(events), expected)
+
+    def _record_prepared(
+        self, state: AppState, pending: tuple[PendingEvent, ...], expected: dict[str, Expected]
+    ) -> list[Event]:
         if not pending:
             return []
         dispatcher = state.dispatcher
@@ -568,10 +572,6 @@ class ShimmieStack:
                 )
             self.startup(state.app)
         return state
-
-
-def _meta(meta: Any) -> Any:
-    return dict(meta) if isinstance(meta, Mapping) else meta
 
 
 def _by_name(pairs: list[tuple[str, Receiver]]) -> dict[str, tuple[Receiver, ...]]:

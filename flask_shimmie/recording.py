@@ -16,7 +16,7 @@ from typing import Any
 from .errors import InvalidEventError, PiiNotConfiguredError
 from .events import Expected, ExpectedVersion, NewEvent
 from .pii.fields import split_pii
-from .stores.base import PendingEvent
+from .stores.base import PendingEvent, loads
 
 #: The longest stream id or event name a store accepts.
 MAX_NAME_LENGTH = 255
@@ -176,18 +176,30 @@ class EventPreparer:
 
     def prepare(self, new: NewEvent) -> PendingEvent:
         """Validate one event and split its PII off."""
-        stream_id = check_name(new.stream_id, "stream_id")
-        event_name = check_name(new.event_name, "event_name")
-        if not isinstance(new.data, Mapping):
-            raise InvalidEventError(f"data must be a JSON object (a dict), not {type(new.data).__name__}.")
-        if new.meta is not None and not isinstance(new.meta, Mapping):
-            raise InvalidEventError(f"meta must be a JSON object (a dict), not {type(new.meta).__name__}.")
-        data, schema_pii = self.load(event_name, dict(new.data))
-        pii_paths = _pii_paths(new.pii_fields, schema_pii)
+        return self.prepare_fields(
+            new.stream_id, new.event_name, new.data, new.meta, new.pii_fields, new.event_id
+        )
+
+    def prepare_fields(
+        self, stream_id: Any, event_name: Any, data: Any, meta: Any, pii_fields: Any, event_id: Any
+    ) -> PendingEvent:
+        """:meth:`prepare` for the fields of a :class:`NewEvent`, given one by one."""
+        stream_id = check_name(stream_id, "stream_id")
+        event_name = check_name(event_name, "event_name")
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                raise InvalidEventError(f"data must be a JSON object (a dict), not {type(data).__name__}.")
+            data = dict(data)
+        if meta is not None and not isinstance(meta, Mapping):
+            raise InvalidEventError(f"meta must be a JSON object (a dict), not {type(meta).__name__}.")
+        # The schema's load (if any) returns a new dict; the payload is only encoded.
+        data, schema_pii = self.load(event_name, data)
+        pii_paths = _pii_paths(pii_fields, schema_pii)
         data_json = to_json(data, "data")
-        meta = dict(new.meta) if new.meta else {}
+        meta = dict(meta) if meta else {}
         meta_json = to_json(meta, "meta") if meta else "{}"
-        delivered: dict[str, Any] = json.loads(data_json)
+        # Models get their own copy: the caller may go on changing ``data``.
+        delivered: dict[str, Any] = loads(data_json)
         pii_json = None
         stored_json = data_json
         present: tuple[str, ...] = ()
@@ -204,10 +216,10 @@ class EventPreparer:
         return PendingEvent(
             stream_id=stream_id,
             event_name=event_name,
-            event_id=check_event_id(new.event_id),
+            event_id=check_event_id(event_id),
             data=delivered,
             data_json=stored_json,
-            meta=json.loads(meta_json) if meta else {},
+            meta=loads(meta_json) if meta else {},
             meta_json=meta_json,
             schema_version=self.schema_version(event_name),
             pii_fields=present,

@@ -33,7 +33,7 @@ from ..pii.base import PiiStore
 DEFAULT_PAGE_SIZE = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingEvent:
     """An event prepared by the stack, ready for a store to append.
 
@@ -79,7 +79,7 @@ class AppendResult(NamedTuple):
     created: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlannedRow:
     """A row a backend inserts: the pending event and its assigned positions."""
 
@@ -144,25 +144,29 @@ class AppendPlanner:
     def plan(self, batch: AppendBatch) -> AppendResult | ShimmieError:
         """Plan one batch; return its result, or the error that rejects it."""
         events = batch.events
-        ids = [event.event_id for event in events]
-        if len(set(ids)) != len(ids):
-            return ShimmieError("The same event_id appears twice in one batch.")
-        known = [self.known[event_id] for event_id in ids if event_id in self.known]
-        if known:
-            if len(known) == len(ids):
-                return AppendResult(known, False)
-            return ShimmieError(
-                "Some event_ids of this batch are already stored and some are not "
-                f"({', '.join(e.event_id for e in known)}); nothing was written."
-            )
-        conflicts = check_versions(batch.expected, self.versions)
-        if conflicts:
-            return StreamVersionError(conflicts)
+        if len(events) > 1:
+            ids = [event.event_id for event in events]
+            if len(set(ids)) != len(ids):
+                return ShimmieError("The same event_id appears twice in one batch.")
+        if self.known:
+            known = [self.known[e.event_id] for e in events if e.event_id in self.known]
+            if known:
+                if len(known) == len(events):
+                    return AppendResult(known, False)
+                return ShimmieError(
+                    "Some event_ids of this batch are already stored and some are not "
+                    f"({', '.join(e.event_id for e in known)}); nothing was written."
+                )
+        if batch.expected:
+            conflicts = check_versions(batch.expected, self.versions)
+            if conflicts:
+                return StreamVersionError(conflicts)
         stored: list[Event] = []
+        versions = self.versions
         for pending in events:
             self.last_sequence_num += 1
-            version = self.versions.get(pending.stream_id, 0) + 1
-            self.versions[pending.stream_id] = version
+            version = versions.get(pending.stream_id, 0) + 1
+            versions[pending.stream_id] = version
             recorded_at = pending.recorded_at or self.now
             self.rows.append(PlannedRow(self.last_sequence_num, version, recorded_at, pending))
             event = stored_event(
@@ -336,7 +340,8 @@ class PositionSignal:
     """Wakes threads waiting for the store to move past a position (one process)."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._condition = threading.Condition(threading.Lock())
+        self._waiting = 0
         self.position = 0
 
     def advance(self, position: int) -> None:
@@ -344,7 +349,8 @@ class PositionSignal:
         with self._condition:
             if position > self.position:
                 self.position = position
-                self._condition.notify_all()
+                if self._waiting:
+                    self._condition.notify_all()
 
     def wait_past(self, after: int, timeout: float) -> int:
         """Wait until the position exceeds ``after`` or ``timeout`` passes; return it."""
@@ -354,7 +360,11 @@ class PositionSignal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._condition.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._condition.wait(remaining)
+                finally:
+                    self._waiting -= 1
             return self.position
 
 
