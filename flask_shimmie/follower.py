@@ -49,7 +49,9 @@ class Follower:
                 try:
                     dispatcher = self.dispatcher
                     # A short wait keeps stop() quick; the store wakes it sooner on news.
-                    position = dispatcher.store.wait_for_events(dispatcher.last_handled, WAIT_SLICE)
+                    position = dispatcher.store.wait_for_events(
+                        dispatcher.last_handled, WAIT_SLICE, others_only=True
+                    )
                     if position > dispatcher.last_handled and not self._stop.is_set():
                         if dispatcher.writes_in_flight:
                             # Likely this process's own write, whose writer is about

@@ -320,7 +320,7 @@ def test_the_follower_pauses_while_a_local_write_is_handing_over() -> None:
     calls: list[tuple[str, float]] = []
 
     class Store:
-        def wait_for_events(self, after: int, timeout: float) -> int:
+        def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
             calls.append(("woken", time.monotonic()))
             return 1
 

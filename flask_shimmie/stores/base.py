@@ -337,34 +337,61 @@ class StreamLocks:
 
 
 class PositionSignal:
-    """Wakes threads waiting for the store to move past a position (one process)."""
+    """Wakes threads waiting for the store to move past a position (one process).
+
+    Positions come from this process's own commits (``local``) or from news
+    of other writers (a notification, a poll). A waiter that only cares about
+    other writers, such as the follower, is not woken by local commits: their
+    writers hand those events to the models themselves, and waking another
+    thread at every commit costs more than the commit's own work.
+    """
 
     def __init__(self) -> None:
-        self._condition = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._any = threading.Condition(lock)
+        self._others = threading.Condition(lock)
         self._waiting = 0
+        self._waiting_others = 0
         self.position = 0
+        #: The highest position learned from news of other writers.
+        self.others_position = 0
 
-    def advance(self, position: int) -> None:
+    def advance(self, position: int, *, local: bool = False) -> None:
         """Record that the store holds events up to ``position``, and wake waiters."""
-        with self._condition:
+        with self._any:
             if position > self.position:
                 self.position = position
                 if self._waiting:
-                    self._condition.notify_all()
+                    self._any.notify_all()
+                # News of others is news only past what this process knows.
+                if not local:
+                    self.others_position = position
+                    if self._waiting_others:
+                        self._others.notify_all()
 
-    def wait_past(self, after: int, timeout: float) -> int:
-        """Wait until the position exceeds ``after`` or ``timeout`` passes; return it."""
+    def wait_past(self, after: int, timeout: float, *, others_only: bool = False) -> int:
+        """Wait until the position exceeds ``after`` or ``timeout`` passes; return it.
+
+        With ``others_only``, only news of other writers ends the wait early.
+        """
         deadline = time.monotonic() + timeout
-        with self._condition:
-            while self.position <= after:
+        with self._any:
+            while (self.others_position if others_only else self.position) <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._waiting += 1
-                try:
-                    self._condition.wait(remaining)
-                finally:
-                    self._waiting -= 1
+                if others_only:
+                    self._waiting_others += 1
+                    try:
+                        self._others.wait(remaining)
+                    finally:
+                        self._waiting_others -= 1
+                else:
+                    self._waiting += 1
+                    try:
+                        self._any.wait(remaining)
+                    finally:
+                        self._waiting -= 1
             return self.position
 
 
@@ -454,12 +481,14 @@ class EventStore(Backend):
         """
 
     @abstractmethod
-    def wait_for_events(self, after: int, timeout: float) -> int:
+    def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
         """Block until the store holds an event past ``after``, or ``timeout``.
 
         Returns the last stored position as far as the store knows (it may
         still be ``<= after`` on timeout). Events written by other processes
-        wake it too (by notification or by polling).
+        wake it too (by notification or by polling). With ``others_only``,
+        this store object's own writes do not end the wait early (the
+        follower waits so: writers hand their events over themselves).
         """
 
     @abstractmethod

@@ -106,7 +106,7 @@ class MemoryEventStore(EventStore):
                 with self._pii.lock:
                     self._pii.put_locked(pii)
             last = len(rows)
-        self._signal.advance(last)
+        self._signal.advance(last, local=True)
         return outcomes
 
     @staticmethod
@@ -163,8 +163,8 @@ class MemoryEventStore(EventStore):
     def lock_stream(self, stream_id: str, timeout: float) -> AbstractContextManager[None]:
         return self._locks.hold(stream_id, timeout)
 
-    def wait_for_events(self, after: int, timeout: float) -> int:
-        return self._signal.wait_past(after, timeout)
+    def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
+        return self._signal.wait_past(after, timeout, others_only=others_only)
 
     def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
         with self._write_lock:

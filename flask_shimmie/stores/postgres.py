@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -164,6 +165,8 @@ class PostgresEventStore(EventStore):
         self.channel = channel_name(self._db.schema)
         self._pii = PostgresPiiStore(url, key=key, database=self._db)
         self._signal = PositionSignal()
+        #: Signs this store object's notifications, so its listener knows them for its own.
+        self._token = secrets.token_hex(8)
         self._locks = StreamLocks()
         self._write_mutex = threading.Lock()
         self._listener: _Listener | None = None
@@ -253,6 +256,7 @@ class PostgresEventStore(EventStore):
         self._listener = None
         self._listener_guard = threading.Lock()
         self._signal = PositionSignal()
+        self._token = secrets.token_hex(8)
         self._locks = StreamLocks()
         self._write_mutex = threading.Lock()
 
@@ -279,7 +283,7 @@ class PostgresEventStore(EventStore):
         with self._write_mutex:
             outcomes, last = self._db.run(lambda conn: self._append(conn, batches, write_pii))
         if last:
-            self._signal.advance(last)
+            self._signal.advance(last, local=True)
         return outcomes
 
     def _append(
@@ -328,7 +332,7 @@ class PostgresEventStore(EventStore):
                 ]
                 if pii:
                     params += pii_upsert_params(pii)
-                params += [self.channel, str(planner.last_sequence_num)]
+                params += [self.channel, f"{planner.last_sequence_num} {self._token}"]
                 conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
             try:
                 conn.execute("COMMIT")
@@ -508,12 +512,12 @@ class PostgresEventStore(EventStore):
         except pg_errors.LockNotAvailable:
             raise ObjectLockedError(stream_id, timeout) from None
 
-    def wait_for_events(self, after: int, timeout: float) -> int:
+    def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
         self._db.check_process()
         signal = self._signal
         if self._listener is None:
             self._start_listener(signal)
-        return signal.wait_past(after, timeout)
+        return signal.wait_past(after, timeout, others_only=others_only)
 
     def _start_listener(self, signal: PositionSignal) -> None:
         with self._listener_guard:
@@ -524,16 +528,17 @@ class PostgresEventStore(EventStore):
             except ShimmieError as error:
                 # The listener keeps retrying; a waiter just times out meanwhile.
                 logger.warning("%s", error)
-            self._listener = _Listener(self._db, self.channel, signal, self._sql_last)
+            self._listener = _Listener(self._db, self.channel, signal, self._sql_last, self._token)
 
 
 class _Listener:
     """A thread that LISTENs on the store's channel and advances a signal."""
 
     def __init__(
-        self, db: PostgresDatabase, channel: str, signal: PositionSignal, last_sql: sql.Composed
+        self, db: PostgresDatabase, channel: str, signal: PositionSignal, last_sql: sql.Composed, token: str
     ) -> None:
         self._db = db
+        self._token = token
         self._channel = channel
         self._signal = signal
         self._last_sql = last_sql
@@ -578,8 +583,10 @@ class _Listener:
             heard = False
             for note in conn.notifies(timeout=LISTENER_POLL):
                 heard = True
+                # "<position> <token of the writing store object>"
+                position, _, token = note.payload.partition(" ")
                 try:
-                    self._signal.advance(int(note.payload))
+                    self._signal.advance(int(position), local=token == self._token)
                 except ValueError:
                     pass
                 if self._stopping.is_set():

@@ -273,7 +273,7 @@ class SqliteEventStore(EventStore):
                 ]
                 if pii:
                     SqlitePiiStore.put_in(connection, pii)
-        self._process.get().signal.advance(planner.last_sequence_num)
+        self._process.get().signal.advance(planner.last_sequence_num, local=True)
         return outcomes
 
     @staticmethod
@@ -419,32 +419,31 @@ class SqliteEventStore(EventStore):
                 with suppress(OSError):
                     fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, offset)
 
-    def wait_for_events(self, after: int, timeout: float) -> int:
+    def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
         deadline = time.monotonic() + max(timeout, 0)
         state = self._process.get()
+        signal = state.signal
         while True:
-            position = self._poll(state)
-            if position > after:
-                return position
+            self._poll(state)
+            if (signal.others_position if others_only else signal.position) > after:
+                return signal.position
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return position
-            # This process's commits wake the wait at once; other processes'
-            # are seen at the next poll.
-            position = state.signal.wait_past(after, min(POLL_INTERVAL, remaining))
-            if position > after:
-                return position
+                return signal.position
+            # This process's commits wake the wait at once (unless others_only);
+            # other processes' are seen at the next poll.
+            signal.wait_past(after, min(POLL_INTERVAL, remaining), others_only=others_only)
 
-    def _poll(self, state: _ProcessState) -> int:
-        # However many threads wait, the file is read at most once per interval.
+    def _poll(self, state: _ProcessState) -> None:
+        # However many threads wait, the file is read at most once per interval;
+        # reading it advances the signal.
         now = time.monotonic()
         with state.guard:
             stale = now - state.polled_at >= POLL_INTERVAL
             if stale:
                 state.polled_at = now
         if stale:
-            return self.last_sequence_num()
-        return state.signal.position
+            self.last_sequence_num()
 
     def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
         taken_at = utc_now().isoformat()

@@ -186,3 +186,38 @@ def test_wait_for_events_times_out_when_nothing_happens(store: EventStore) -> No
     assert store.wait_for_events(0, timeout=0) == 1
     assert store.wait_for_events(5, timeout=0.1) <= 5
     assert time.monotonic() - started < 1.5
+
+
+def test_a_wait_for_others_is_not_woken_by_this_store_s_own_writes(store: EventStore) -> None:
+    append_one(store, "s")
+    writer = threading.Timer(0.1, lambda: append_one(store, "s"))
+
+    writer.start()
+    started = time.monotonic()
+    position = store.wait_for_events(1, timeout=0.8, others_only=True)
+    elapsed = time.monotonic() - started
+    writer.join()
+
+    # The writer hands its own events over; the follower's wait runs to its end.
+    assert elapsed >= 0.7, f"woken after {elapsed:.2f}s by a write of this store object"
+    assert position == 2
+    assert store.wait_for_events(1, timeout=5) == 2
+
+
+def test_a_wait_for_others_wakes_promptly_after_another_process_writes(
+    backend: str, store_url: str, store: EventStore
+) -> None:
+    require_durable(backend)
+    append_one(store, "s")
+    workers = Workers()
+    ready, go = CONTEXT.Event(), CONTEXT.Event()
+    workers.start("append_when_told", store_url, "s", new_event_id(), ready, go)
+    workers.wait_for(ready, "the writer process did not open its store")
+
+    go.set()
+    position = store.wait_for_events(1, timeout=10, others_only=True)
+    woke = time.time()
+    (written,) = workers.wait()
+
+    assert position == 2
+    assert woke - written < 2, f"woke up {woke - written:.2f}s after the other process wrote"
