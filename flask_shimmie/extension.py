@@ -448,11 +448,17 @@ class ShimmieStack:
         if not pending:
             return []
         dispatcher = state.dispatcher
-        with dispatcher.writing():
-            result = state.append(AppendBatch(pending, expected))
+        batch = AppendBatch(pending, expected)
+        quick = state.committer is None and dispatcher.append_and_apply(lambda: state.append(batch))
+        if quick:
+            result = quick
             stored = result.events
-            if result.created:
-                dispatcher.offer(stored)
+        else:
+            with dispatcher.writing():
+                result = state.append(batch)
+                stored = result.events
+                if result.created:
+                    dispatcher.offer(stored)
         if not result.created:
             stored = state.decode(stored)
         dispatcher.ensure_handled(stored[-1].sequence_num)
