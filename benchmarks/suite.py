@@ -8,7 +8,7 @@ from contextlib import suppress
 from statistics import median
 from typing import Any
 
-from . import es_side, shimmie_side
+from . import es_side, floor, shimmie_side
 from .backends import Stores, check_sqlite_durability, postgres_settings, postgres_unavailable
 from .harness import Progress, Row, Settings, Worker, alternate, compare_row, rate, run_for, skipped_row
 
@@ -141,6 +141,10 @@ def run_backend(backend: str, stores: Stores, settings: Settings, progress: Prog
             pair.close()
         progress(f"  ours {row.ours}, eventsourcing {row.theirs}")
         rows.append(row)
+        if index == 1 and backend != "memory":
+            progress(f"{backend}: {floor.FLOOR_SCENARIO}")
+            rows.append(_floor(backend, stores, settings))
+            progress(f"  bare driver {rows[-1].ours}, eventsourcing {rows[-1].theirs}")
     progress(f"{backend}: {SCENARIOS[3]} of {settings.events:,} events")
     rows += _replay(backend, stores, settings, progress)
     return rows
@@ -155,6 +159,27 @@ def _single(pair: Pair, settings: Settings) -> Row:
         settings,
         minimum_ratio=target_ratio(pair.backend, "single"),
     )
+
+
+def _floor(backend: str, stores: Stores, settings: Settings) -> Row:
+    """The bare driver's synced commits against eventsourcing's scenario 1: scenario 1's ceiling."""
+    if backend == "sqlite":
+        bare = floor.sqlite_commits(stores.sqlite_path("floor"))
+        env = es_side.environment("sqlite", sqlite_path=stores.sqlite_path("floor-theirs"))
+    else:
+        bare = floor.postgres_commits(stores.postgres_url, stores.new_schema())
+        env = es_side.environment("postgresql", postgres=stores.theirs_postgres_env(stores.new_schema()))
+    theirs = es_side.make_app(env)
+    try:
+        row = throughput(floor.FLOOR_SCENARIO, backend, bare, es_side.single_appends(theirs), settings)
+    finally:
+        theirs.close()
+    row.target, row.holds = "- (info)", None
+    row.notes = (
+        "the flask_shimmie column is the bare driver: one INSERT and one synced COMMIT per call, nothing "
+        "else, same durability; its ratio is the most any library could reach in scenario 1 here"
+    )
+    return row
 
 
 def _threads(pair: Pair, settings: Settings) -> Row:

@@ -98,3 +98,34 @@ def test_concurrent_checked_writes_on_sqlite_keep_their_own_checks(
         assert [e.sequence_num for e in stored] == list(range(1, 26))
         assert sorted(e.stream_id for e in stored) == sorted(f"hot-{i}" for i in range(25))
         assert [e.sequence_num for e in stack.model(Journal).events] == list(range(1, 26))
+
+
+def test_sqlite_appends_queue_behind_another_process_s_writer(tmp_path: Path) -> None:
+    """Processes queue for the SQLite file in the kernel (no busy-handler naps), and still all land."""
+    from flask_shimmie.stores.sqlite import SqliteEventStore
+    from tests.stores.helpers import batch, pending
+    from tests.stores.workers import CONTEXT, Workers
+
+    store = SqliteEventStore(str(tmp_path / "gate.db"), url="sqlite:///gate.db")
+    store.open()
+    try:
+        workers = Workers()
+        held, release = CONTEXT.Event(), CONTEXT.Event()
+        workers.start("hold_sqlite_writer_gate", store.lock_path, held, release)
+        workers.wait_for(held, "the other process did not take the writer gate")
+        releaser = threading.Timer(0.5, release.set)
+        releaser.start()
+        started = time.monotonic()
+        stored = store.append(batch(pending("s")))
+        waited = time.monotonic() - started
+        releaser.join()
+        assert workers.wait() == [True]
+        assert waited >= 0.4, f"the append did not wait for the other process's writer ({waited:.2f}s)"
+        assert waited < 5
+        assert [e.sequence_num for e in stored.events] == [1]
+        # Once the holder is gone, appends go straight through.
+        started = time.monotonic()
+        store.append(batch(pending("s")))
+        assert time.monotonic() - started < 0.4
+    finally:
+        store.close()

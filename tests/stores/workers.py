@@ -152,3 +152,20 @@ def hold_lock(url: str, stream_id: str, held: Event, release: Event) -> bool:
         return True
     finally:
         store.close()
+
+
+def hold_sqlite_writer_gate(lock_path: str, held: Event, release: Event) -> bool:
+    """Take the SQLite store's writer gate (its byte of the lock file), say held, keep it until told."""
+    import fcntl
+
+    from flask_shimmie.stores.sqlite import WRITER_GATE_OFFSET
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, WRITER_GATE_OFFSET)
+        held.set()
+        if not release.wait(30):
+            raise TimeoutError("never told to release")
+        return True
+    finally:
+        os.close(fd)
