@@ -239,8 +239,10 @@ def _replay(backend: str, stores: Stores, settings: Settings, progress: Progress
         ours = shimmie_side.replay_function(backend, pair.ours_url, pair.ours, total)
         theirs = es_side.replay_function(backend, pair.theirs_env, pair.theirs, total)
         samples = alternate([("ours", ours), ("theirs", theirs)], settings.replay_repeats)
-        restart = None
+        restart = fetch = None
         if backend != "memory":
+            progress("  the bare driver fetching every row")
+            fetch = median([floor.fetch_rate(pair.ours_url, total) for _ in range(settings.replay_repeats)])
             progress("  restarting with snapshots")
             measure = shimmie_side.restart_function(pair.ours_url, total)
             restart = median([measure() for _ in range(settings.replay_repeats)])
@@ -270,9 +272,31 @@ def _replay(backend: str, stores: Stores, settings: Settings, progress: Progress
     )
     progress(f"  ours {row.ours}, eventsourcing {row.theirs}")
     rows = [bulk, row]
+    if fetch is not None:
+        rows.append(_fetch_floor_row(backend, total, fetch, row.theirs_value))
     if restart is not None:
         rows.append(_restart_row(backend, total, restart, theirs_seconds))
     return rows
+
+
+def _fetch_floor_row(backend: str, total: int, fetch: float, theirs: float | None) -> Row:
+    """The bare driver's fetch of every row against eventsourcing's replay: scenario 4's ceiling."""
+    return Row(
+        scenario=floor.REPLAY_FLOOR_SCENARIO,
+        backend=backend,
+        ours=f"{rate(fetch)}, {total / fetch:.2f} s",
+        theirs=f"{rate(theirs)}, {total / theirs:.2f} s" if theirs else "-",
+        ratio=fetch / theirs if theirs else None,
+        target="- (info)",
+        holds=None,
+        notes=(
+            "the flask_shimmie column is the bare driver fetching our store's rows (every column a replay "
+            "reads, pages of 1000) and nothing else: no JSON, no event objects, no model; its ratio is "
+            "the most a replay in Python could reach against eventsourcing's here"
+        ),
+        ours_value=fetch,
+        theirs_value=theirs,
+    )
 
 
 def _restart_row(backend: str, total: int, seconds: float, theirs_seconds: float) -> Row:

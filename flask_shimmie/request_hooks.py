@@ -51,12 +51,15 @@ def enforce_body_limit(limit: int) -> None:
     truncated part, so such a body is read here, at most ``limit + 1`` bytes,
     and put back for the view when it fits.
     """
+    environ = request.environ
+    if "CONTENT_LENGTH" not in environ and "HTTP_TRANSFER_ENCODING" not in environ:
+        if not environ.get("wsgi.input_terminated"):
+            return  # no body werkzeug would read (most GETs): nothing to look at
     length = request.content_length
     if length is not None:
         if length > limit:
             raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes.")
         return
-    environ = request.environ
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (chunked or environ.get("wsgi.input_terminated")):
         return  # no body werkzeug would read
