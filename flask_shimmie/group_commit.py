@@ -40,8 +40,13 @@ class GroupCommitter:
     everything queued, in arrival order, in one transaction.
     """
 
-    def __init__(self, commit: Commit) -> None:
+    def __init__(
+        self, commit: Commit, after_commit: Callable[[Sequence[AppendResult]], None] | None = None
+    ) -> None:
         self._commit = commit
+        #: Called by the committing thread with the group's successful results,
+        #: after it handed the lead on and before it wakes the group's writers.
+        self._after_commit = after_commit
         self._lock = threading.Lock()
         self._queue: list[_Slot] = []
         self._busy = False
@@ -81,6 +86,8 @@ class GroupCommitter:
                     successor.done.set()
                 else:
                     self._busy = False
+        if self._after_commit is not None:
+            self._after_commit([outcome for outcome in outcomes if isinstance(outcome, AppendResult)])
         for slot, outcome in zip(group, outcomes, strict=True):
             slot.outcome = outcome
             if slot.done is not None:

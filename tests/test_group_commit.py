@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,44 @@ def test_writers_arriving_during_a_commit_share_the_next_one() -> None:
     assert groups[0] == ["first"]
     assert sorted(groups[1]) == ["a", "b", "bad"] and len(groups) == 2
     assert results == {"first": "ok", "a": "ok", "b": "ok", "bad": "rejected bad"}
+
+
+def test_the_committing_thread_hands_the_group_s_results_on_before_its_writers_wake() -> None:
+    first_started, release = threading.Event(), threading.Event()
+    seen: list[tuple[list[str], list[str]]] = []
+    returned: list[str] = []
+
+    def commit(batches: Sequence[AppendBatch]) -> list[AppendResult | ShimmieError]:
+        tags = [next(iter(b.expected)) for b in batches]
+        if tags == ["first"]:
+            first_started.set()
+            release.wait(5)
+        return [AppendResult([], True) if t != "bad" else ShimmieError(f"rejected {t}") for t in tags]
+
+    def after_commit(results: Sequence[AppendResult]) -> None:
+        seen.append((sorted(str(len(r.events)) for r in results), list(returned)))
+
+    committer = GroupCommitter(commit, after_commit)
+
+    def write(tag: str) -> None:
+        with contextlib.suppress(ShimmieError):
+            committer.append(_batch(tag))
+        returned.append(tag)
+
+    leader = threading.Thread(target=write, args=("first",))
+    leader.start()
+    first_started.wait(5)
+    others = [threading.Thread(target=write, args=(tag,)) for tag in ("a", "bad", "b")]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in [leader, *others]:
+        thread.join(5)
+    # Once per group, with the successful results only, before any writer of the group returned.
+    assert [results for results, _ in seen] == [["0"], ["0", "0"]]
+    assert seen[0][1] == [] and not set(seen[1][1]) & {"a", "b", "bad"}
+    assert sorted(returned) == ["a", "b", "bad", "first"]
 
 
 def test_a_failed_transaction_fails_every_batch_of_it() -> None:
