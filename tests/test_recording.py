@@ -271,3 +271,39 @@ def test_new_event_ids_are_time_ordered_uuids(app: Flask, stack: ShimmieStack) -
     assert prefixes == sorted(prefixes)
     supplied = str(uuid.uuid4())
     assert stack.record_unchecked_event("s", "E", {}, event_id=supplied).event_id == supplied
+
+
+def _ids_in_child(pipe: Any) -> None:
+    from flask_shimmie.recording import new_event_id
+
+    pipe.send([new_event_id() for _ in range(300)])
+    pipe.close()
+
+
+def test_new_event_ids_never_repeat_across_threads_or_a_fork() -> None:
+    """Ids draw on a per-thread buffer of OS randomness; no two threads or processes share one."""
+    import multiprocessing
+
+    from flask_shimmie.recording import new_event_id
+
+    before_fork = new_event_id()  # fills this thread's buffer
+    per_thread: list[list[str]] = [[] for _ in range(8)]
+
+    def make(n: int) -> None:
+        per_thread[n].extend(new_event_id() for _ in range(1000))
+
+    threads = [threading.Thread(target=make, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_ids_in_child, args=(sender,))
+    child.start()
+    from_child = receiver.recv()
+    child.join(30)
+    in_parent = [new_event_id() for _ in range(300)]  # the rest of the buffer the child inherited
+
+    everything = [before_fork, *(i for ids in per_thread for i in ids), *from_child, *in_parent]
+    assert len(everything) == 1 + 8000 + 600 and len(set(everything)) == len(everything)
+    assert {uuid.UUID(i).version for i in everything} == {7}
