@@ -274,7 +274,8 @@ class Dispatcher:
                 wild = receivers.get(WILDCARD, ())
                 table: dict[str, tuple[Receiver, ...]] = {}
                 for page in self._pages(from_sequence - 1, self.last_handled):
-                    for event in page:
+                    for index, event in enumerate(page):
+                        page[index] = None  # type: ignore[call-overload]  # freed once applied (see _apply)
                         targets = table.get(event.event_name)
                         if targets is None:
                             named = receivers.get(event.event_name, ())
@@ -294,25 +295,29 @@ class Dispatcher:
             finally:
                 self._local.active = False
 
-    def _pages(self, after: int, upto: int, size: int = 1000) -> Iterable[list[Event]]:
+    def _pages(self, after: int, upto: int) -> Iterable[list[Event]]:
+        size = self.store.replay_page_size
         while after < upto:
             page = [e for e in self.store.read(after, size, replay=True) if e.sequence_num <= upto]
             if not page:
                 return
-            yield self.decode(page)
             after = page[-1].sequence_num
+            yield self.decode(page)
+            del page
 
     def _deliver(self, *, strict: bool, replay: bool, progress: Callable[[int], None] | None = None) -> None:
         while self.last_handled < self._wanted:
             events = self._take_pending()
-            if not events:
-                page = self.store.read(self.last_handled, 1000, replay=replay)
+            read = not events
+            if read:
+                page = self.store.read(self.last_handled, self.store.replay_page_size, replay=replay)
                 if not page:
                     break
                 events = self.decode(page)
+                del page
             elif replay:
                 events = [dataclasses.replace(event, replay=True) for event in events]
-            if not self._apply(events, strict=strict):
+            if not self._apply(events, strict=strict, release=read):
                 return
             if progress is not None:
                 progress(len(events))
@@ -322,12 +327,15 @@ class Dispatcher:
                 for position in [p for p in self._pending if p <= self.last_handled]:
                     del self._pending[position]
 
-    def _apply(self, events: list[Event], *, strict: bool) -> bool:
+    def _apply(self, events: list[Event], *, strict: bool, release: bool = False) -> bool:
         """Apply ``events`` (in order) to their receivers; False if the store left a gap.
 
         The hot loop of every delivery and replay: it looks receivers up in
         the cached table and counts down to the next checkpoint instead of
-        dividing at every event.
+        dividing at every event. With ``release`` (a page nobody else holds)
+        each event leaves the list once applied, so it is freed at once
+        rather than surviving into the garbage collector's older generations,
+        whose full passes cost a long replay about a tenth of its time.
         """
         table = self._receivers
         checkpoint_every = self.checkpoint_every
@@ -335,7 +343,9 @@ class Dispatcher:
             (self.last_handled // checkpoint_every + 1) * checkpoint_every if checkpoint_every else 0
         )
         expected = self.last_handled + 1
-        for event in events:
+        for index, event in enumerate(events):
+            if release:
+                events[index] = None  # type: ignore[call-overload]
             position = event.sequence_num
             if position != expected:
                 if position < expected:

@@ -401,6 +401,12 @@ class EventStore(Backend):
     A store is built from its URL (see :func:`flask_shimmie.stores.event_store_from_url`).
     """
 
+    #: Events a replay reads at a time. Small pages let each page's events die
+    #: young, before the garbage collector moves them to its older generations
+    #: (whose full passes cost a long replay a tenth of its time); a store whose
+    #: every read is a network round trip reads more at a time.
+    replay_page_size = 250
+
     @abstractmethod
     def append_batches(
         self, batches: Sequence[AppendBatch], *, write_pii: bool = False
