@@ -21,6 +21,22 @@ def _batch(tag: str) -> AppendBatch:
     return AppendBatch((), {tag: NO_STREAM})
 
 
+def _lead_then_queue_three(
+    write: Callable[[str], None], first_started: threading.Event, release: threading.Event
+) -> None:
+    """Writer "first" commits alone; "a", "bad" and "b" queue behind it, then share the next commit."""
+    leader = threading.Thread(target=write, args=("first",))
+    leader.start()
+    first_started.wait(5)
+    others = [threading.Thread(target=write, args=(tag,)) for tag in ("a", "bad", "b")]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # let them queue behind the commit in flight
+    release.set()
+    for thread in [leader, *others]:
+        thread.join(5)
+
+
 def test_writers_arriving_during_a_commit_share_the_next_one() -> None:
     groups: list[list[str]] = []
     first_started = threading.Event()
@@ -44,16 +60,7 @@ def test_writers_arriving_during_a_commit_share_the_next_one() -> None:
         except ShimmieError as error:
             results[tag] = str(error)
 
-    leader = threading.Thread(target=write, args=("first",))
-    leader.start()
-    first_started.wait(5)
-    others = [threading.Thread(target=write, args=(tag,)) for tag in ("a", "bad", "b")]
-    for thread in others:
-        thread.start()
-    time.sleep(0.2)  # let them queue behind the commit in flight
-    release.set()
-    for thread in [leader, *others]:
-        thread.join(5)
+    _lead_then_queue_three(write, first_started, release)
     assert groups[0] == ["first"]
     assert sorted(groups[1]) == ["a", "b", "bad"] and len(groups) == 2
     assert results == {"first": "ok", "a": "ok", "b": "ok", "bad": "rejected bad"}
@@ -81,16 +88,7 @@ def test_the_committing_thread_hands_the_group_s_results_on_before_its_writers_w
             committer.append(_batch(tag))
         returned.append(tag)
 
-    leader = threading.Thread(target=write, args=("first",))
-    leader.start()
-    first_started.wait(5)
-    others = [threading.Thread(target=write, args=(tag,)) for tag in ("a", "bad", "b")]
-    for thread in others:
-        thread.start()
-    time.sleep(0.2)
-    release.set()
-    for thread in [leader, *others]:
-        thread.join(5)
+    _lead_then_queue_three(write, first_started, release)
     # Once per group, with the successful results only, before any writer of the group returned.
     assert [results for results, _ in seen] == [["0"], ["0", "0"]]
     assert seen[0][1] == [] and not set(seen[1][1]) & {"a", "b", "bad"}
