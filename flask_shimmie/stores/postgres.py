@@ -176,11 +176,10 @@ class PostgresEventStore(EventStore):
 
         events = self._db.table("shimmie_events")
         self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
-        # No parameters, so psycopg sends both statements in one message. The
-        # two-int4 advisory key space is apart from the bigint one stream locks use.
-        self._sql_begin = sql.SQL(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({}, {})"
-        ).format(sql.Literal(WRITER_LOCK_CLASS), sql.Literal(writer_lock_id(self._db.schema)))
+        # The two-int4 advisory key space is apart from the bigint one stream locks use.
+        self._sql_lock = sql.SQL("SELECT pg_advisory_xact_lock({}, {})").format(
+            sql.Literal(WRITER_LOCK_CLASS), sql.Literal(writer_lock_id(self._db.schema))
+        )
         # A correlated max() per stream walks the (stream_id, stream_version)
         # index backwards: one probe per stream, however long the stream.
         versions = "(SELECT max(e.stream_version) FROM {events} e WHERE e.stream_id = s.id)"
@@ -291,63 +290,74 @@ class PostgresEventStore(EventStore):
     def _append(
         self, conn: PooledConnection, batches: Sequence[AppendBatch], write_pii: bool
     ) -> tuple[list[AppendResult | ShimmieError], int]:
-        # The transaction is managed by hand so that BEGIN and LOCK share a
-        # round trip (conn.transaction() would send BEGIN on its own).
-        conn.execute(self._sql_begin, prepare=False)
+        # Two round trips, each a pipeline of statements: BEGIN, the writer
+        # lock and the state the planner needs; then the insert (with its
+        # NOTIFY) and COMMIT.
         try:
-            state = conn.execute(
-                self._sql_state, [sorted(batch_stream_ids(batches)), batch_event_ids(batches)]
-            ).fetchall()
-            last = 0
-            versions: dict[str, int] = {}
-            known: dict[str, Event] = {}
-            for kind, number, stream_id, *rest in state:
-                if kind == 0:
-                    last = number
-                elif kind == 1:
-                    if number is not None:
-                        versions[stream_id] = number
-                else:
-                    event = decode_event(number, stream_id, *rest)
-                    known[event.event_id] = event
-            planner = AppendPlanner(last, versions, known)
-            outcomes = [planner.plan(batch) for batch in batches]
-            rows = planner.rows
-            if rows:
-                pending = [row.pending for row in rows]
-                params: list[Any] = [
-                    planner.now,
-                    [row.sequence_num for row in rows],
-                    [e.stream_id for e in pending],
-                    [row.stream_version for row in rows],
-                    [e.event_id for e in pending],
-                    [e.event_name for e in pending],
-                    [e.data_json for e in pending],
-                    [e.meta_json for e in pending],
-                    [e.schema_version for e in pending],
-                    [encode_pii_fields(e.pii_fields) for e in pending],
-                ]
-                pii = [
-                    PiiRecord(e.event_id, e.stream_id, e.pii_json)
-                    for e in pending
-                    if write_pii and e.pii_json is not None
-                ]
-                if pii:
-                    params += pii_upsert_params(pii)
-                params += [self.channel, f"{planner.last_sequence_num} {self._token}"]
-                conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
-            try:
-                conn.execute("COMMIT")
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if conn.broken:
-                    raise CommitUnknown(error) from error
-                raise
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED", prepare=False)
+                conn.execute(self._sql_lock, prepare=False)
+                state = conn.execute(
+                    self._sql_state, [sorted(batch_stream_ids(batches)), batch_event_ids(batches)]
+                ).fetchall()
+                outcomes, rows, last = self._plan(conn, state, batches, write_pii)
+                conn.execute("COMMIT", prepare=False)
+                try:
+                    pipeline.sync()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                    if conn.broken:
+                        raise CommitUnknown(error) from error
+                    raise
         except BaseException:
             if not conn.broken:
                 with suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
             raise
-        return outcomes, planner.last_sequence_num if rows else 0
+        return outcomes, last if rows else 0
+
+    def _plan(
+        self, conn: PooledConnection, state: list[Any], batches: Sequence[AppendBatch], write_pii: bool
+    ) -> tuple[list[AppendResult | ShimmieError], int, int]:
+        """Plan ``batches`` on ``state`` and queue their insert; return the outcomes, rows, last position."""
+        last = 0
+        versions: dict[str, int] = {}
+        known: dict[str, Event] = {}
+        for kind, number, stream_id, *rest in state:
+            if kind == 0:
+                last = number
+            elif kind == 1:
+                if number is not None:
+                    versions[stream_id] = number
+            else:
+                event = decode_event(number, stream_id, *rest)
+                known[event.event_id] = event
+        planner = AppendPlanner(last, versions, known)
+        outcomes = [planner.plan(batch) for batch in batches]
+        rows = planner.rows
+        if rows:
+            pending = [row.pending for row in rows]
+            params: list[Any] = [
+                planner.now,
+                [row.sequence_num for row in rows],
+                [e.stream_id for e in pending],
+                [row.stream_version for row in rows],
+                [e.event_id for e in pending],
+                [e.event_name for e in pending],
+                [e.data_json for e in pending],
+                [e.meta_json for e in pending],
+                [e.schema_version for e in pending],
+                [encode_pii_fields(e.pii_fields) for e in pending],
+            ]
+            pii = [
+                PiiRecord(e.event_id, e.stream_id, e.pii_json)
+                for e in pending
+                if write_pii and e.pii_json is not None
+            ]
+            if pii:
+                params += pii_upsert_params(pii)
+            params += [self.channel, f"{planner.last_sequence_num} {self._token}"]
+            conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
+        return outcomes, len(rows), planner.last_sequence_num
 
     # -- reading -----------------------------------------------------------
 
