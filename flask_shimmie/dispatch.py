@@ -24,7 +24,7 @@ from flask import Flask
 
 from .errors import ReplayError
 from .events import Event
-from .stores.base import AppendResult, EventStore
+from .stores.base import REPLAY_PAGE_SIZE, AppendResult, EventStore
 
 _signals = Namespace()
 
@@ -296,31 +296,48 @@ class Dispatcher:
                 self._local.active = False
 
     def _pages(self, after: int, upto: int) -> Iterable[list[Event]]:
-        size = self.store.replay_page_size
+        """Decoded replay chunks of the stored events after ``after``, up to ``upto``."""
         while after < upto:
-            page = [e for e in self.store.read(after, size, replay=True) if e.sequence_num <= upto]
-            if not page:
+            before = after
+            for chunk in self.store.read_for_replay(after):
+                if chunk[-1].sequence_num > upto:
+                    chunk = [e for e in chunk if e.sequence_num <= upto]
+                    if not chunk:
+                        return
+                after = chunk[-1].sequence_num
+                yield self.decode(chunk)
+                del chunk
+            if after == before:
                 return
-            after = page[-1].sequence_num
-            yield self.decode(page)
-            del page
 
     def _deliver(self, *, strict: bool, replay: bool, progress: Callable[[int], None] | None = None) -> None:
         while self.last_handled < self._wanted:
             events = self._take_pending()
-            read = not events
-            if read:
-                page = self.store.read(self.last_handled, self.store.replay_page_size, replay=replay)
-                if not page:
+            if events:
+                if replay:
+                    events = [dataclasses.replace(event, replay=True) for event in events]
+                if not self._apply(events, strict=strict):
+                    return
+                if progress is not None:
+                    progress(len(events))
+                continue
+            before = self.last_handled
+            chunks = (
+                self.store.read_for_replay(before)
+                if replay
+                else iter((self.store.read(before, REPLAY_PAGE_SIZE),))
+            )
+            for chunk in chunks:
+                if not chunk:
                     break
-                events = self.decode(page)
-                del page
-            elif replay:
-                events = [dataclasses.replace(event, replay=True) for event in events]
-            if not self._apply(events, strict=strict, release=read):
-                return
-            if progress is not None:
-                progress(len(events))
+                events = self.decode(chunk)
+                del chunk
+                if not self._apply(events, strict=strict, release=True):
+                    return
+                if progress is not None:
+                    progress(len(events))
+            if self.last_handled == before:
+                break
         self._wanted = self.last_handled
         if self._pending:
             with self._pending_lock:

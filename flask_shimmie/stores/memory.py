@@ -27,7 +27,6 @@ from .base import (
     batch_event_ids,
     batch_stream_ids,
     decode_event,
-    decode_rows,
     encode_pii_fields,
 )
 
@@ -113,15 +112,14 @@ class MemoryEventStore(EventStore):
     def _decode(row: _Row) -> Event:
         return decode_event(*row)
 
-    def read(
+    def read_rows(
         self,
         after: int = 0,
         limit: int | None = None,
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
-        replay: bool = False,
-    ) -> list[Event]:
+    ) -> list[_Row]:
         after = max(after, 0)
         with self._write_lock:
             if stream_ids is not None:
@@ -137,7 +135,7 @@ class MemoryEventStore(EventStore):
             candidates = [row for row in candidates if row[4] in names]
         if limit is not None:
             candidates = candidates[: max(limit, 0)]
-        return decode_rows(candidates, replay=replay)
+        return candidates
 
     def last_sequence_num(self) -> int:
         return len(self._rows)

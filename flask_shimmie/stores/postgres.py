@@ -93,7 +93,6 @@ from .base import (
     batch_event_ids,
     batch_stream_ids,
     decode_event,
-    decode_rows,
     encode_pii_fields,
 )
 
@@ -156,8 +155,6 @@ class PostgresEventStore(EventStore):
     """Events in ``<schema>.shimmie_events``; see the module docstring for the design."""
 
     backend = "postgresql"
-    # A page costs a round trip (~0.15 ms here): 1000 events amortise it.
-    replay_page_size = 1000
 
     def __init__(self, url: str, *, key: str) -> None:
         self.url = url
@@ -361,15 +358,14 @@ class PostgresEventStore(EventStore):
 
     # -- reading -----------------------------------------------------------
 
-    def read(
+    def read_rows(
         self,
         after: int = 0,
         limit: int | None = None,
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
-        replay: bool = False,
-    ) -> list[Event]:
+    ) -> list[Any]:
         if limit is not None and limit <= 0:
             return []
         params: list[Any] = [max(after, 0)]
@@ -384,8 +380,10 @@ class PostgresEventStore(EventStore):
         params.append(limit)
         query = self._read_sql[stream_ids is not None, event_names is not None]
         # Binary results: timestamps and integers decode faster than from text.
-        rows = self._db.run(lambda conn: conn.cursor(binary=True).execute(query, params).fetchall())
-        return decode_rows(rows, replay=replay)
+        rows: list[Any] = self._db.run(
+            lambda conn: conn.cursor(binary=True).execute(query, params).fetchall()
+        )
+        return rows
 
     def last_sequence_num(self) -> int:
         return self._scalar(self._sql_last)

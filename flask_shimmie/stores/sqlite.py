@@ -40,7 +40,6 @@ from .base import (
     batch_event_ids,
     batch_stream_ids,
     decode_event,
-    decode_rows,
     encode_pii_fields,
     utc_now,
 )
@@ -348,15 +347,16 @@ class SqliteEventStore(EventStore):
         ).fetchall()
         return {stream_id: version for stream_id, version in rows}
 
-    def read(
+    parse_time = staticmethod(datetime.fromisoformat)
+
+    def read_rows(
         self,
         after: int = 0,
         limit: int | None = None,
         *,
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
-        replay: bool = False,
-    ) -> list[Event]:
+    ) -> list[Any]:
         if (
             (limit is not None and limit <= 0)
             or (stream_ids is not None and not stream_ids)
@@ -377,8 +377,7 @@ class SqliteEventStore(EventStore):
             "ORDER BY sequence_num LIMIT ?"
         )
         with self._db.reading() as connection:
-            rows = connection.execute(query, params).fetchall()
-        return decode_rows(rows, datetime.fromisoformat, replay=replay)
+            return connection.execute(query, params).fetchall()
 
     def last_sequence_num(self) -> int:
         with self._db.reading() as connection:

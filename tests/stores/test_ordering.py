@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
-from flask_shimmie.stores.base import EventStore, PendingEvent
+from flask_shimmie.stores.base import REPLAY_CHUNK_SIZE, REPLAY_PAGE_SIZE, EventStore, PendingEvent
 from tests.stores.helpers import append_one, batch, new_event_id, pending, positions, versions_by_stream
 
 
@@ -123,6 +124,27 @@ def test_iter_events_stops_at_upto(store: EventStore) -> None:
     assert positions(store.iter_events(after=2, upto=4, page_size=3)) == [3, 4]
     assert positions(store.iter_events(upto=100, page_size=3)) == [1, 2, 3, 4, 5, 6, 7]
     assert list(store.iter_events(after=4, upto=4)) == []
+
+
+def test_read_for_replay_gives_the_next_page_in_small_chunks_marked_replay(store: EventStore) -> None:
+    total = REPLAY_PAGE_SIZE + REPLAY_CHUNK_SIZE + 7
+    for start in range(0, total, 500):
+        store.append(
+            batch(*(pending(f"s{n % 13}", data={"n": n}) for n in range(start, min(start + 500, total))))
+        )
+
+    chunks = list(store.read_for_replay(0))
+    assert [len(chunk) for chunk in chunks] == [REPLAY_CHUNK_SIZE] * (REPLAY_PAGE_SIZE // REPLAY_CHUNK_SIZE)
+    replayed = [event for chunk in chunks for event in chunk]
+    assert positions(replayed) == list(range(1, REPLAY_PAGE_SIZE + 1))
+    assert all(event.replay for event in replayed)
+    assert [e.data for e in replayed[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    # Apart from the flag, the events are what read() returns.
+    read = store.read(0, 5)
+    assert [dataclasses.replace(e, replay=False) for e in replayed[:5]] == read and not read[0].replay
+    rest = [event for chunk in store.read_for_replay(REPLAY_PAGE_SIZE) for event in chunk]
+    assert positions(rest) == list(range(REPLAY_PAGE_SIZE + 1, total + 1))
+    assert list(store.read_for_replay(total)) == []
 
 
 def test_last_sequence_num_follows_appends(store: EventStore) -> None:
