@@ -276,12 +276,6 @@ class ShimmieStack:
         """
         return arguments(schema, location)
 
-    def _load_payload(self, event_name: str, data: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
-        return self._types.load(event_name, data)
-
-    def _schema_version(self, event_name: str) -> int:
-        return self._types.version(event_name)
-
     # -- lifecycle ------------------------------------------------------------
 
     def startup(self, app: Flask | None = None, *, progress: Callable[[int], None] | None = None) -> None:

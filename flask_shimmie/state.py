@@ -62,7 +62,8 @@ class AppState:
         self.snapshots = Snapshotter(self, settings.snapshot_every, logger)
         self.dispatcher.checkpoint_every = settings.snapshot_every
         self.dispatcher.on_checkpoint = self.snapshots.take
-        self.preparer = EventPreparer(stack._load_payload, stack._schema_version, self.pii_store is not None)
+        types = stack._types
+        self.preparer = EventPreparer(types.load, types.version, self.pii_store is not None)
         self.models: dict[type[Model], Model] = {}
         self.started = False
         self.starting = False

@@ -166,3 +166,38 @@ def test_sqlite_appends_queue_behind_another_process_s_writer(tmp_path: Path) ->
         assert time.monotonic() - started < 0.4
     finally:
         store.close()
+
+
+def test_a_leader_waits_for_the_last_group_s_writers_to_join_but_not_for_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("flask_shimmie.group_commit.MAX_GATHER_SECONDS", 5.0)
+    groups: list[list[str]] = []
+
+    def commit(batches: Sequence[AppendBatch]) -> list[AppendResult | ShimmieError]:
+        groups.append([next(iter(b.expected)) for b in batches])
+        return [AppendResult([], True) for _ in batches]
+
+    committer = GroupCommitter(commit)
+    # A lone writer commits at once.
+    started = time.monotonic()
+    committer.append(_batch("alone"))
+    assert time.monotonic() - started < 0.5 and groups == [["alone"]]
+
+    # After a commit of three, the next leader waits for three writers...
+    committer._last_size, committer._last_seconds = 3, 20.0
+    writers = [threading.Thread(target=committer.append, args=(_batch(tag),)) for tag in ("a", "b", "c")]
+    writers[0].start()
+    time.sleep(0.2)
+    for thread in writers[1:]:
+        thread.start()
+    for thread in writers:
+        thread.join(10)
+    assert groups[1:] == [["a", "b", "c"]]
+
+    # ...but at most a quarter of that commit's duration.
+    committer._last_size, committer._last_seconds = 3, 0.2
+    started = time.monotonic()
+    committer.append(_batch("late"))
+    waited = time.monotonic() - started
+    assert groups[2:] == [["late"]] and 0.04 <= waited < 1.0, waited
