@@ -43,9 +43,11 @@ class Settings:
     #: Events per batch in the batch scenario.
     batch_size: int = 100
     #: Seconds one HTTP load run lasts.
-    http_duration: float = 5.0
-    #: Timed HTTP runs per server.
-    http_repeats: int = 3
+    http_duration: float = 4.0
+    #: Timed HTTP runs per server. Now and then one gunicorn worker accepts all
+    #: of a run's connections and the run measures a single worker (about a
+    #: third of the rate): five runs keep such a run from being the median.
+    http_repeats: int = 5
     #: Concurrent connections of the HTTP load generator.
     http_connections: int = 8
 

@@ -79,6 +79,9 @@ class Server:
         command = [
             sys.executable, "-m", "gunicorn",
             "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
+            # SO_REUSEPORT, for both servers alike: fewer runs in which one worker
+            # accepts every connection (see Settings.http_repeats).
+            "--reuse-port",
             "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
             "--graceful-timeout", "5", "--chdir", str(ROOT),
             self.target,
