@@ -39,9 +39,11 @@ class _Slot:
 class GroupCommitter:
     """Funnels concurrent appends into as few store transactions as possible.
 
-    The first writer to arrive commits at once. Writers arriving while a
-    commit is in flight queue up; when it ends, the first of them commits
-    everything queued, in arrival order, in one transaction.
+    The first writer to arrive commits at once, unless the last commit
+    carried several writers: then it first waits a moment for as many (see
+    :meth:`_gather`). Writers arriving while a commit is in flight queue up;
+    when it ends, the first of them commits everything queued, in arrival
+    order, in one transaction.
     """
 
     def __init__(
