@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from flask_shimmie.stores.base import ROW_COLUMNS
+
 from .backends import check_sqlite_durability
 from .harness import Operation, Worker
 
@@ -86,15 +88,10 @@ def postgres_commits(url: str, schema: str) -> Worker:
 
 REPLAY_FLOOR_SCENARIO = "4f floor: bare driver fetch"
 
-#: The columns a replay reads, in the stores' order.
-_EVENT_COLUMNS = (
-    "sequence_num, stream_id, stream_version, event_id, event_name, data, meta, recorded_at, "
-    "schema_version, pii_fields"
-)
+#: A page of every column a replay reads, in the stores' order.
 _PAGE_QUERY = (
-    "SELECT "
-    + _EVENT_COLUMNS
-    + " FROM shimmie_events WHERE sequence_num > {0} ORDER BY sequence_num LIMIT {0}"
+    f"SELECT {', '.join(ROW_COLUMNS)} FROM shimmie_events WHERE sequence_num > {{0}} "
+    "ORDER BY sequence_num LIMIT {0}"
 )
 
 

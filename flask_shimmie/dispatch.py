@@ -323,9 +323,7 @@ class Dispatcher:
                 continue
             before = self.last_handled
             chunks = (
-                self.store.read_for_replay(before)
-                if replay
-                else iter((self.store.read(before, REPLAY_PAGE_SIZE),))
+                self.store.read_for_replay(before) if replay else [self.store.read(before, REPLAY_PAGE_SIZE)]
             )
             for chunk in chunks:
                 if not chunk:

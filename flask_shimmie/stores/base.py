@@ -32,6 +32,20 @@ from ..pii.base import PiiStore
 #: How many events a page of :meth:`EventStore.iter_events` holds.
 DEFAULT_PAGE_SIZE = 1000
 
+#: The columns of a stored row, in the order :func:`decode_rows` takes them (JSON as text).
+ROW_COLUMNS = (
+    "sequence_num",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "event_name",
+    "data",
+    "meta",
+    "recorded_at",
+    "schema_version",
+    "pii_fields",
+)
+
 #: Rows a replay reads at a time (one query: one round trip on PostgreSQL).
 REPLAY_PAGE_SIZE = 1000
 #: Events of a replay page decoded and applied at a time (see :meth:`EventStore.read_for_replay`).
@@ -137,12 +151,12 @@ class AppendPlanner:
         self,
         last_sequence_num: int,
         versions: Mapping[str, int],
-        known: Mapping[str, Event],
+        known: Iterable[Event],
         now: datetime | None = None,
     ) -> None:
         self.last_sequence_num = last_sequence_num
         self.versions = dict(versions)
-        self.known = dict(known)
+        self.known = {event.event_id: event for event in known}
         self.now = now or utc_now()
         self.rows: list[PlannedRow] = []
 
@@ -231,42 +245,13 @@ def loads(text: str) -> Any:
     return json.loads(text)
 
 
-def decode_event(
-    sequence_num: int,
-    stream_id: str,
-    stream_version: int,
-    event_id: str,
-    event_name: str,
-    data_json: str,
-    meta_json: str,
-    recorded_at: datetime,
-    schema_version: int,
-    pii_fields_json: str | None,
-) -> Event:
-    """Build an :class:`Event` from a stored row (JSON columns as text)."""
-    return stored_event(
-        sequence_num,
-        stream_id,
-        stream_version,
-        event_id,
-        event_name,
-        loads(data_json),
-        {} if meta_json == "{}" else loads(meta_json),
-        recorded_at,
-        False,
-        False,
-        schema_version,
-        tuple(json.loads(pii_fields_json)) if pii_fields_json else (),
-    )
-
-
 def decode_rows(
     rows: Iterable[Sequence[Any]],
     parse_time: Callable[[Any], datetime] | None = None,
     *,
     replay: bool = False,
 ) -> list[Event]:
-    """Build events from stored rows in :func:`decode_event`'s column order.
+    """Build events from stored rows, their columns in :data:`ROW_COLUMNS`' order.
 
     ``parse_time`` turns the stored ``recorded_at`` into a datetime when the
     backend keeps it as something else (SQLite keeps ISO text); ``replay``
@@ -355,8 +340,8 @@ class PositionSignal:
         lock = threading.Lock()
         self._any = threading.Condition(lock)
         self._others = threading.Condition(lock)
-        self._waiting = 0
-        self._waiting_others = 0
+        #: How many threads wait on each condition (notify only when someone does).
+        self._waiting = {self._any: 0, self._others: 0}
         self.position = 0
         #: The highest position learned from news of other writers.
         self.others_position = 0
@@ -366,12 +351,12 @@ class PositionSignal:
         with self._any:
             if position > self.position:
                 self.position = position
-                if self._waiting:
+                if self._waiting[self._any]:
                     self._any.notify_all()
                 # News of others is news only past what this process knows.
                 if not local:
                     self.others_position = position
-                    if self._waiting_others:
+                    if self._waiting[self._others]:
                         self._others.notify_all()
 
     def wait_past(self, after: int, timeout: float, *, others_only: bool = False) -> int:
@@ -380,23 +365,17 @@ class PositionSignal:
         With ``others_only``, only news of other writers ends the wait early.
         """
         deadline = time.monotonic() + timeout
-        with self._any:
+        condition = self._others if others_only else self._any
+        with condition:
             while (self.others_position if others_only else self.position) <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                if others_only:
-                    self._waiting_others += 1
-                    try:
-                        self._others.wait(remaining)
-                    finally:
-                        self._waiting_others -= 1
-                else:
-                    self._waiting += 1
-                    try:
-                        self._any.wait(remaining)
-                    finally:
-                        self._waiting -= 1
+                self._waiting[condition] += 1
+                try:
+                    condition.wait(remaining)
+                finally:
+                    self._waiting[condition] -= 1
             return self.position
 
 
@@ -438,7 +417,7 @@ class EventStore(Backend):
         stream_ids: Collection[str] | None = None,
         event_names: Collection[str] | None = None,
     ) -> Sequence[Sequence[Any]]:
-        """The stored rows that :meth:`read` decodes, in :func:`decode_event`'s column order."""
+        """The stored rows that :meth:`read` decodes, their columns in :data:`ROW_COLUMNS`' order."""
 
     def read(
         self,

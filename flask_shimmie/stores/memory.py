@@ -13,7 +13,6 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 
 from ..errors import ShimmieError
-from ..events import Event
 from ..pii.base import PiiRecord
 from ..pii.memory import MemoryPiiStore
 from .base import (
@@ -26,7 +25,7 @@ from .base import (
     StreamLocks,
     batch_event_ids,
     batch_stream_ids,
-    decode_event,
+    decode_rows,
     encode_pii_fields,
 )
 
@@ -73,12 +72,12 @@ class MemoryEventStore(EventStore):
                 for stream_id in batch_stream_ids(batches)
                 if stream_id in self._by_stream
             }
-            known = {
-                event_id: self._decode(rows[self._by_event_id[event_id] - 1])
+            known = [
+                rows[self._by_event_id[event_id] - 1]
                 for event_id in batch_event_ids(batches)
                 if event_id in self._by_event_id
-            }
-            planner = AppendPlanner(len(rows), versions, known)
+            ]
+            planner = AppendPlanner(len(rows), versions, decode_rows(known))
             outcomes = [planner.plan(batch) for batch in batches]
             pii: list[PiiRecord] = []
             for row in planner.rows:
@@ -107,10 +106,6 @@ class MemoryEventStore(EventStore):
             last = len(rows)
         self._signal.advance(last, local=True)
         return outcomes
-
-    @staticmethod
-    def _decode(row: _Row) -> Event:
-        return decode_event(*row)
 
     def read_rows(
         self,

@@ -68,7 +68,6 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ObjectLockedError, ShimmieError
-from ..events import Event
 from ..pii.base import PiiRecord
 from ..pii.postgres import (
     PII_TABLES,
@@ -83,6 +82,7 @@ from ..pii.postgres import (
     pii_upsert_params,
 )
 from .base import (
+    ROW_COLUMNS,
     AppendBatch,
     AppendPlanner,
     AppendResult,
@@ -92,7 +92,7 @@ from .base import (
     StreamLocks,
     batch_event_ids,
     batch_stream_ids,
-    decode_event,
+    decode_rows,
     encode_pii_fields,
 )
 
@@ -131,10 +131,7 @@ EVENT_TABLES = TableSet(
     ),
 )
 
-_COLUMNS = (
-    "sequence_num, stream_id, stream_version, event_id, event_name,"
-    " data, meta, recorded_at, schema_version, pii_fields"
-)
+_COLUMNS = ", ".join(ROW_COLUMNS)
 
 #: Seconds without a notification after which the listener re-reads the
 #: last position anyway (a cheap guard against a silently lost connection).
@@ -318,17 +315,17 @@ class PostgresEventStore(EventStore):
         """Plan ``batches`` on ``state`` and queue their insert; return the outcomes, rows, last position."""
         last = 0
         versions: dict[str, int] = {}
-        known: dict[str, Event] = {}
-        for kind, number, stream_id, *rest in state:
+        known: list[Any] = []
+        for row in state:
+            kind, number, stream_id = row[:3]
             if kind == 0:
                 last = number
             elif kind == 1:
                 if number is not None:
                     versions[stream_id] = number
             else:
-                event = decode_event(number, stream_id, *rest)
-                known[event.event_id] = event
-        planner = AppendPlanner(last, versions, known)
+                known.append(row[1:])
+        planner = AppendPlanner(last, versions, decode_rows(known))
         outcomes = [planner.plan(batch) for batch in batches]
         rows = planner.rows
         if rows:

@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ObjectLockedError, ShimmieError, StoreUnavailableError
-from ..events import Event
 from ..pii.base import PiiRecord
 from ..pii.sqlite import PII_SCHEMA, ProcessLocal, SqliteDatabase, SqlitePiiStore, json_list
 from .base import (
+    ROW_COLUMNS,
     AppendBatch,
     AppendPlanner,
     AppendResult,
@@ -39,7 +39,7 @@ from .base import (
     StreamLocks,
     batch_event_ids,
     batch_stream_ids,
-    decode_event,
+    decode_rows,
     encode_pii_fields,
     utc_now,
 )
@@ -76,10 +76,7 @@ POLL_INTERVAL = 0.05
 #: Seconds between two tries at another process's stream lock.
 LOCK_POLL_INTERVAL = 0.005
 
-_COLUMNS = (
-    "sequence_num, stream_id, stream_version, event_id, event_name, "
-    "data, meta, recorded_at, schema_version, pii_fields"
-)
+_COLUMNS = ", ".join(ROW_COLUMNS)
 _INSERT = f"INSERT INTO shimmie_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _IN_LIST = "IN (SELECT value FROM json_each(?))"
 
@@ -201,21 +198,6 @@ def writer_gate(lock_file: _LockFile) -> Iterator[None]:
                 fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, WRITER_GATE_OFFSET)
 
 
-def _decode(row: Sequence[Any]) -> Event:
-    return decode_event(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        datetime.fromisoformat(row[7]),
-        row[8],
-        row[9],
-    )
-
-
 def _encode_time(moment: datetime) -> str:
     # A naive time (only an import can bring one) is taken as UTC, as stored
     # times are, rather than as this host's local time.
@@ -275,7 +257,7 @@ class SqliteEventStore(EventStore):
                     f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
                     (json_list(event_ids),),
                 ).fetchall()
-            planner = AppendPlanner(last, versions, {row[3]: _decode(row) for row in known})
+            planner = AppendPlanner(last, versions, decode_rows(known, self.parse_time))
             outcomes = [planner.plan(batch) for batch in batches]
             if planner.rows:
                 connection.executemany(
