@@ -160,13 +160,8 @@ class PostgresEventStore(EventStore):
         self._db.on_fork(self._forget_threads)
         self.channel = channel_name(self._db.schema)
         self._pii = PostgresPiiStore(url, key=key, database=self._db)
-        self._signal = PositionSignal()
-        #: Signs this store object's notifications, so its listener knows them for its own.
-        self._token = secrets.token_hex(8)
-        self._locks = StreamLocks()
-        self._write_mutex = threading.Lock()
         self._listener: _Listener | None = None
-        self._listener_guard = threading.Lock()
+        self._forget_threads()
 
         events = self._db.table("shimmie_events")
         self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
@@ -246,11 +241,15 @@ class PostgresEventStore(EventStore):
         self._db.close()
 
     def _forget_threads(self) -> None:
-        # In a forked child the listener thread does not exist and these locks
-        # may have been held by parent threads at the fork.
+        """Set up what belongs to this process: at construction, and again in a forked child.
+
+        In a child the listener thread does not exist and these locks may have
+        been held by parent threads at the fork.
+        """
         self._listener = None
         self._listener_guard = threading.Lock()
         self._signal = PositionSignal()
+        #: Signs this store object's notifications, so its listener knows them for its own.
         self._token = secrets.token_hex(8)
         self._locks = StreamLocks()
         self._write_mutex = threading.Lock()

@@ -188,14 +188,15 @@ def writer_gate(lock_file: _LockFile) -> Iterator[None]:
     with lock_file.writer:
         try:
             fcntl.lockf(lock_file.fd, fcntl.LOCK_EX, 1, WRITER_GATE_OFFSET)
+            queued = True
         except OSError:  # EDEADLK, or the file went away: go on without the queue
-            yield
-            return
+            queued = False
         try:
             yield
         finally:
-            with suppress(OSError):
-                fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, WRITER_GATE_OFFSET)
+            if queued:
+                with suppress(OSError):
+                    fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, WRITER_GATE_OFFSET)
 
 
 def _encode_time(moment: datetime) -> str:
