@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from flask_shimmie.stores.base import ROW_COLUMNS
+from flask_shimmie.storage.codec import ROW_COLUMNS
 
 from .backends import check_sqlite_durability
 from .harness import Operation, Worker

@@ -15,7 +15,6 @@ from .auth import (
     get_identity,
     no_authorization,
 )
-from .dispatch import event_recorded, pii_erased, replay_finished, replay_started
 from .errors import (
     ConfigurationError,
     InvalidEventError,
@@ -30,6 +29,7 @@ from .errors import (
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
 from .models import Model, subscribe
+from .signals import event_recorded, pii_erased, replay_finished, replay_started
 
 __all__ = [
     "ANY",

@@ -24,21 +24,7 @@ from flask import Flask
 
 from .errors import ReplayError
 from .events import Event
-from .stores.base import REPLAY_PAGE_SIZE, AppendResult, EventStore
-
-_signals = Namespace()
-
-#: Sent after an event recorded by this process is stored and applied to the
-#: models here. Keyword argument: ``event`` (the :class:`Event`).
-event_recorded = _signals.signal("shimmie.event-recorded")
-#: Sent before a replay rebuilds the models. Keyword argument: ``from_sequence``.
-replay_started = _signals.signal("shimmie.replay-started")
-#: Sent after a replay finished. Keyword arguments: ``count`` (events applied)
-#: and ``last_sequence_num``.
-replay_finished = _signals.signal("shimmie.replay-finished")
-#: Sent after a stream's PII was erased. Keyword arguments: ``stream_id``,
-#: ``erased_events``.
-pii_erased = _signals.signal("shimmie.pii-erased")
+from .storage.interface import REPLAY_PAGE_SIZE, AppendResult, EventStore
 
 #: The event name whose receivers get every event.
 WILDCARD = "*"

@@ -17,7 +17,7 @@ from werkzeug.local import LocalProxy
 
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
-from .dispatch import Receiver, event_recorded, pii_erased, replay_finished, replay_started
+from .dispatch import Receiver
 from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
@@ -32,8 +32,9 @@ from .recording import (
 from .request_hooks import install_request_hooks
 from .schemas import PayloadTypes, Upcaster, arguments
 from .settings import Settings, normalise_prefix
+from .signals import event_recorded, pii_erased, replay_finished, replay_started
 from .state import AppState, model_receivers
-from .stores.base import AppendBatch, PendingEvent
+from .storage.interface import AppendBatch, PendingEvent
 
 M = TypeVar("M", bound=Model)
 F = TypeVar("F", bound=Callable[..., Any])

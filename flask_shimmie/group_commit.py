@@ -2,7 +2,7 @@
 
 Each writer still gets its own positions and its own version check: the
 store plans every batch of the group on its own (see
-:class:`~flask_shimmie.stores.base.AppendPlanner`), and a rejected batch
+:class:`~flask_shimmie.storage.planner.AppendPlanner`), and a rejected batch
 does not affect the others. Only a failure of the transaction itself fails
 the whole group.
 """
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .errors import ShimmieError
-from .stores.base import AppendBatch, AppendResult
+from .storage.interface import AppendBatch, AppendResult
 
 #: The most batches one transaction carries.
 MAX_GROUP = 256

@@ -15,7 +15,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from .stores.base import Snapshot
+from .storage.interface import Snapshot
 
 if TYPE_CHECKING:
     from .state import AppState

@@ -19,13 +19,12 @@ from .events import Event
 from .follower import Follower
 from .group_commit import GroupCommitter
 from .models import Model, readable_name
-from .pii.base import PiiRecord, PiiStore
-from .pii.fields import merge_pii
+from .pii import merge_pii
 from .recording import EventPreparer
 from .settings import Settings
 from .snapshots import Snapshotter
-from .stores.base import AppendBatch, AppendResult, EventStore
-from .stores.urls import event_store_from_url, pii_store_from_url
+from .storage import event_store_from_url, pii_store_from_url
+from .storage.interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack

@@ -15,9 +15,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ShimmieError
 from .events import Event
-from .pii.fields import split_pii
+from .pii import split_pii
 from .recording import check_event_id, check_name, to_json
-from .stores.base import AppendBatch, PendingEvent
+from .storage.interface import AppendBatch, PendingEvent
 
 if TYPE_CHECKING:
     from .state import AppState

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_shimmie.stores.base import AppendBatch, EventStore, PendingEvent
+from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEvent
 
 
 def append_raw(store: EventStore, stream_id: str, event_name: str, data: dict[str, Any] | None = None) -> int:

@@ -25,9 +25,8 @@ from flask import Flask
 
 from flask_shimmie import ShimmieStack
 from flask_shimmie.follower import Follower
-from flask_shimmie.pii.memory import MemoryPiiStore
 from flask_shimmie.state import AppState
-from flask_shimmie.stores.memory import MemoryEventStore
+from flask_shimmie.storage.memory import MemoryEventStore, MemoryPiiStore
 from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 BACKENDS = [

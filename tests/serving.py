@@ -607,7 +607,7 @@ def run_threads(targets: list[Callable[[], None]], timeout: float) -> None:
 
 def stored_events(store_url: str) -> list[Any]:
     """Every stored event, in position order, read with flask_shimmie's store API (PII not merged)."""
-    from flask_shimmie.stores.urls import event_store_from_url
+    from flask_shimmie.storage import event_store_from_url
 
     store = event_store_from_url(store_url)
     store.open()

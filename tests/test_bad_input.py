@@ -47,7 +47,7 @@ from flask_shimmie import (
     StreamVersionError,
     subscribe,
 )
-from flask_shimmie.stores.urls import event_store_from_url
+from flask_shimmie.storage import event_store_from_url
 from tests.helpers import songs_app
 from tests.pii_backends import (
     Backend,

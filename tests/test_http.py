@@ -35,7 +35,7 @@ from flask_shimmie import (
     subscribe,
 )
 from flask_shimmie.events import Expected
-from flask_shimmie.stores.base import AppendBatch
+from flask_shimmie.storage.interface import AppendBatch
 
 LOCALHOST = "http://localhost:3000"
 

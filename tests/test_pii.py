@@ -29,8 +29,8 @@ from flask_shimmie import (
     pii_erased,
     subscribe,
 )
-from flask_shimmie.pii.base import PiiRecord, PiiStore
 from flask_shimmie.state import AppState
+from flask_shimmie.storage.interface import PiiRecord, PiiStore
 from tests.conftest import Journal
 from tests.helpers import songs_app
 from tests.pii_backends import (

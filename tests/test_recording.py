@@ -274,7 +274,7 @@ def test_new_event_ids_are_time_ordered_uuids(app: Flask, stack: ShimmieStack) -
 
 
 def _ids_in_child(pipe: Any) -> None:
-    from flask_shimmie.recording import new_event_id
+    from flask_shimmie.ids import new_event_id
 
     pipe.send([new_event_id() for _ in range(300)])
     pipe.close()
@@ -284,7 +284,7 @@ def test_new_event_ids_never_repeat_across_threads_or_a_fork() -> None:
     """Ids draw on a per-thread buffer of OS randomness; no two threads or processes share one."""
     import multiprocessing
 
-    from flask_shimmie.recording import new_event_id
+    from flask_shimmie.ids import new_event_id
 
     before_fork = new_event_id()  # fills this thread's buffer
     per_thread: list[list[str]] = [[] for _ in range(8)]

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from flask_shimmie.pii.base import PiiStore
-from flask_shimmie.stores.base import EventStore
-from flask_shimmie.stores.urls import event_store_from_url, pii_store_from_url
+from flask_shimmie.storage import event_store_from_url, pii_store_from_url
+from flask_shimmie.storage.interface import EventStore, PiiStore
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -35,9 +34,9 @@ BACKENDS = [
 
 #: The modules each backend needs (the event store and the PII store).
 BACKEND_MODULES = {
-    "memory": ("flask_shimmie.stores.memory", "flask_shimmie.pii.memory"),
-    "sqlite": ("flask_shimmie.stores.sqlite", "flask_shimmie.pii.sqlite"),
-    "postgresql": ("flask_shimmie.stores.postgres", "flask_shimmie.pii.postgres"),
+    "memory": ("flask_shimmie.storage.memory",),
+    "sqlite": ("flask_shimmie.storage.sqlite.events", "flask_shimmie.storage.sqlite.pii"),
+    "postgresql": ("flask_shimmie.storage.postgres.events", "flask_shimmie.storage.postgres.pii"),
 }
 
 DURABLE = ("sqlite", "postgresql")

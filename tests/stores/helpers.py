@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from flask_shimmie.events import Event, Expected
-from flask_shimmie.stores.base import AppendBatch, EventStore, PendingEvent
+from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEvent
 
 T = TypeVar("T")
 

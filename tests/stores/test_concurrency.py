@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM, Expected
-from flask_shimmie.stores.base import EventStore, PendingEvent
+from flask_shimmie.storage.interface import EventStore, PendingEvent
 from tests.stores.conftest import require_durable
 from tests.stores.helpers import batch, new_event_id, pending, positions, run_in_threads, versions_by_stream
 from tests.stores.workers import CONTEXT, Workers

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from flask_shimmie.errors import ConfigurationError, StoreUnavailableError
-from flask_shimmie.stores.urls import event_store_from_url, pii_store_from_url
+from flask_shimmie.storage import event_store_from_url, pii_store_from_url
 from tests.stores.conftest import postgres_base_url, require_backend
 
 BAD_URLS = [
@@ -46,7 +46,7 @@ UNREACHABLE = "postgresql://postgres:s3cret-pw@127.0.0.1:1/test"
 
 
 def _import_postgres_modules() -> None:
-    for module in ("flask_shimmie.stores.postgres", "flask_shimmie.pii.postgres"):
+    for module in ("flask_shimmie.storage.postgres.events", "flask_shimmie.storage.postgres.pii"):
         try:
             __import__(module)
         except ImportError as error:

@@ -8,7 +8,7 @@ import pytest
 
 from flask_shimmie.errors import ShimmieError, StreamVersionError
 from flask_shimmie.events import NO_STREAM
-from flask_shimmie.stores.base import AppendResult, EventStore
+from flask_shimmie.storage.interface import AppendResult, EventStore
 from tests.stores.helpers import append_one, batch, pending, positions
 
 

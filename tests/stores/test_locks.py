@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from flask_shimmie.errors import ObjectLockedError
-from flask_shimmie.stores.base import EventStore
+from flask_shimmie.storage.interface import EventStore
 from tests.stores.conftest import require_durable
 from tests.stores.helpers import append_one, run_in_threads
 from tests.stores.workers import CONTEXT, Workers

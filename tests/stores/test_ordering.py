@@ -6,7 +6,7 @@ import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
-from flask_shimmie.stores.base import REPLAY_CHUNK_SIZE, REPLAY_PAGE_SIZE, EventStore, PendingEvent
+from flask_shimmie.storage.interface import REPLAY_CHUNK_SIZE, REPLAY_PAGE_SIZE, EventStore, PendingEvent
 from tests.stores.helpers import append_one, batch, new_event_id, pending, positions, versions_by_stream
 
 

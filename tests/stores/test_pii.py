@@ -10,8 +10,7 @@ import pytest
 
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM
-from flask_shimmie.pii.base import PiiRecord, PiiStore
-from flask_shimmie.stores.base import AppendResult, EventStore
+from flask_shimmie.storage.interface import AppendResult, EventStore, PiiRecord, PiiStore
 from tests.stores.conftest import require_durable
 from tests.stores.helpers import PII_PLACEHOLDER, batch, new_event_id, pending, pending_with_pii
 

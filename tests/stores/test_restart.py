@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask_shimmie.events import NO_STREAM
-from flask_shimmie.stores.base import EventStore
+from flask_shimmie.storage.interface import EventStore
 from tests.stores.conftest import require_durable
 from tests.stores.helpers import append_one, batch, pending, pending_with_pii, positions
 

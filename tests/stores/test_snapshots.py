@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from flask_shimmie.stores.base import EventStore, Snapshot
+from flask_shimmie.storage.interface import EventStore, Snapshot
 from tests.stores.conftest import require_durable
 
 

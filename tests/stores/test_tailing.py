@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from flask_shimmie.stores.base import EventStore
+from flask_shimmie.storage.interface import EventStore
 from tests.stores.conftest import require_durable
 from tests.stores.helpers import append_one, batch, new_event_id, pending, run_in_threads
 from tests.stores.workers import CONTEXT, Workers

@@ -15,8 +15,8 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
-from flask_shimmie.stores.base import EventStore
-from flask_shimmie.stores.urls import event_store_from_url
+from flask_shimmie.storage import event_store_from_url
+from flask_shimmie.storage.interface import EventStore
 from tests.stores.helpers import batch, pending
 
 CONTEXT = multiprocessing.get_context("spawn")
@@ -158,7 +158,7 @@ def hold_sqlite_writer_gate(lock_path: str, held: Event, release: Event) -> bool
     """Take the SQLite store's writer gate (its byte of the lock file), say held, keep it until told."""
     import fcntl
 
-    from flask_shimmie.stores.sqlite import WRITER_GATE_OFFSET
+    from flask_shimmie.storage.sqlite.locks import WRITER_GATE_OFFSET
 
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

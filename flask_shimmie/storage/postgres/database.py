@@ -1,16 +1,15 @@
-"""The PostgreSQL PII store, and the connection handling both PostgreSQL stores share.
+"""The PostgreSQL engine's database object: URL, pools, fork safety, error mapping, schema.
 
 :class:`PostgresDatabase` turns a store URL into a libpq connection string and
-a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables a
-store needs, and maps connection failures to
-:class:`~flask_shimmie.errors.StoreUnavailableError`. The event store
-(:mod:`flask_shimmie.stores.postgres`) and :class:`PostgresPiiStore` both use
-it; a colocated PII store shares its event store's instance, hence its pool,
-so ``append(write_pii=True)`` writes the PII rows in the event transaction.
+a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables its
+stores need, and maps connection failures to
+:class:`~flask_shimmie.errors.StoreUnavailableError`. A colocated PII store
+shares its event store's instance, hence its pool, so
+``append(write_pii=True)`` writes the PII rows in the event transaction.
 
 JSON is kept in ``text`` columns, not ``jsonb``: reading ``jsonb`` makes the
-server re-serialise every value (measured: paging through 200k events took
-about twice as long as with ``text``), and ``jsonb`` reorders object keys and
+server re-serialise every value (paging through events takes about twice as
+long; see benchmarks/RESULTS.md), and ``jsonb`` reorders object keys and
 normalises numbers, so reads would not give back the dicts the memory store
 gives. Nothing queries inside the JSON server-side; an ad-hoc query can still
 cast with ``data::jsonb``.
@@ -19,10 +18,9 @@ cast with ``data::jsonb``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -34,26 +32,37 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ConfigurationError, StoreUnavailableError
-from .base import PiiRecord, PiiStore
+from ...errors import ConfigurationError, StoreUnavailableError
+from ..process import ProcessLocal
 
-logger = logging.getLogger("flask_shimmie")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 #: Seconds ``open()`` waits for the pool's first connections.
 OPEN_TIMEOUT = 5.0
+
+
 #: Seconds a caller waits for a free pooled connection.
 POOL_TIMEOUT = 10.0
+
+
 #: Seconds a caller waits for a busy pool before checking that the server
 #: accepts connections at all.
 BUSY_WAIT = 0.5
+
+
 #: Seconds the outcome of that check is trusted by other callers.
 PROBE_TTL = 1.0
+
+
 #: libpq ``connect_timeout`` used when the URL does not give one.
 CONNECT_TIMEOUT = 5
+
+
 #: The schema version this release creates and understands.
 SCHEMA_VERSION = 1
+
 
 _SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 
@@ -84,18 +93,6 @@ class TableSet:
 VERSION_TABLES = TableSet(
     ("shimmie_schema_version",),
     ("CREATE TABLE IF NOT EXISTS {schema}.shimmie_schema_version (version int NOT NULL)",),
-)
-
-PII_TABLES = TableSet(
-    ("shimmie_pii", "shimmie_pii_stream_id_idx"),
-    (
-        "CREATE TABLE IF NOT EXISTS {schema}.shimmie_pii ("
-        " event_id text PRIMARY KEY,"
-        " stream_id text NOT NULL,"
-        " data text NOT NULL,"
-        " written_at timestamptz NOT NULL DEFAULT now())",
-        "CREATE INDEX IF NOT EXISTS shimmie_pii_stream_id_idx ON {schema}.shimmie_pii (stream_id)",
-    ),
 )
 
 
@@ -132,18 +129,24 @@ def error_summary(error: BaseException) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-#: Replaced in a forked child, so the child never waits on a lock that a
-#: thread of its parent held at the fork.
-_fork_guard = threading.Lock()
+#: Pools inherited through a fork: kept referenced so that garbage collection
+#: never runs their finalisers (which would close the parent's sessions) in the child.
+_INHERITED: list[ConnectionPool[PooledConnection]] = []
 
 
-def _new_fork_guard() -> None:
-    global _fork_guard
-    _fork_guard = threading.Lock()
+class _Pools:
+    """One process's pools of a database, and its last look at the server."""
 
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pool: ConnectionPool[PooledConnection] | None = None
+        self.lock_pool: ConnectionPool[PooledConnection] | None = None
+        self.probe_lock = threading.Lock()
+        #: (when, why the server refused a connection or None) of the last check.
+        self.probe: tuple[float, str | None] = (-PROBE_TTL, None)
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_fork_guard)
+    def abandon(self) -> None:
+        _INHERITED.extend(pool for pool in (self.pool, self.lock_pool) if pool is not None)
 
 
 class PostgresDatabase:
@@ -197,17 +200,7 @@ class PostgresDatabase:
         if "application_name" not in given:
             self.connect_kwargs["application_name"] = "flask_shimmie"
 
-        self._lock = threading.RLock()
-        self._pid: int | None = None
-        self._pool: ConnectionPool[PooledConnection] | None = None
-        self._lock_pool: ConnectionPool[PooledConnection] | None = None
-        # Pools inherited through a fork: kept referenced so that garbage
-        # collection never runs their finalisers in the child.
-        self._inherited: list[ConnectionPool[PooledConnection]] = []
-        self._fork_callbacks: list[Callable[[], None]] = []
-        self._probe_lock = threading.Lock()
-        #: (when, why the server refused a connection or None) of the last check.
-        self._probe: tuple[float, str | None] = (-PROBE_TTL, None)
+        self._process: ProcessLocal[_Pools] = ProcessLocal(_Pools, _Pools.abandon)
 
     def _size(self, params: dict[str, str], name: str, default: int, *, minimum: int) -> int:
         value = params.get(name)
@@ -231,31 +224,11 @@ class PostgresDatabase:
         """The schema-qualified identifier of one of our tables."""
         return sql.Identifier(self.schema, name)
 
-    def on_fork(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` when this object is first used in a forked child."""
-        self._fork_callbacks.append(callback)
-
-    def check_process(self) -> None:
-        """Forget the pools (and, via :meth:`on_fork`, threads) of a parent process."""
-        pid = os.getpid()
-        if self._pid is None or self._pid == pid:
-            return
-        with _fork_guard:
-            if self._pid is None or self._pid == pid:
-                return
-            self._inherited.extend(pool for pool in (self._pool, self._lock_pool) if pool is not None)
-            self._pool = self._lock_pool = None
-            self._lock = threading.RLock()
-            self._probe_lock = threading.Lock()
-            self._pid = None
-            for callback in self._fork_callbacks:
-                callback()
-
     def open(self) -> None:
         """Open the pool and create the missing tables; idempotent."""
-        self.check_process()
-        with self._lock:
-            if self._pool is not None:
+        pools = self._process.get()
+        with pools.lock:
+            if pools.pool is not None:
                 return
             # One direct connection first: it fails at once (with libpq's
             # reason) where the pool would retry until its timeout, and it
@@ -272,30 +245,28 @@ class PostgresDatabase:
             except PoolTimeout:
                 pool.close()
                 raise self._cannot_connect(f"no connection within {OPEN_TIMEOUT:g}s") from None
-            self._pool = pool
-            self._pid = os.getpid()
+            pools.pool = pool
 
     def is_open(self) -> bool:
         """Whether this process has an open pool."""
-        self.check_process()
-        return self._pool is not None
+        return self._process.get().pool is not None
 
     def close(self) -> None:
         """Close this process's pools. The database may be opened again."""
-        self.check_process()
-        with self._lock:
-            pools = [pool for pool in (self._lock_pool, self._pool) if pool is not None]
-            self._pool = self._lock_pool = None
-        for pool in pools:
+        pools = self._process.get()
+        with pools.lock:
+            doomed = [pool for pool in (pools.lock_pool, pools.pool) if pool is not None]
+            pools.pool = pools.lock_pool = None
+        for pool in doomed:
             pool.close()
 
     def pool(self) -> ConnectionPool[PooledConnection]:
         """This process's pool, opened on first use."""
-        self.check_process()
-        pool = self._pool
+        pools = self._process.get()
+        pool = pools.pool
         if pool is None:
             self.open()
-            pool = self._pool
+            pool = pools.pool
             if pool is None:  # closed by another thread meanwhile
                 raise StoreUnavailableError(f"{self.key} = {self.safe_url}: the store was closed.")
         return pool
@@ -308,12 +279,13 @@ class PostgresDatabase:
         holders as the pool has connections starve each other.
         """
         self.pool()
-        with self._lock:
-            if self._lock_pool is None:
+        pools = self._process.get()
+        with pools.lock:
+            if pools.lock_pool is None:
                 pool = self._new_pool("shimmie-locks", 0, self.pool_max_size)
                 pool.open()
-                self._lock_pool = pool
-            return self._lock_pool
+                pools.lock_pool = pool
+            return pools.lock_pool
 
     def _new_pool(self, name: str, min_size: int, max_size: int) -> ConnectionPool[PooledConnection]:
         return ConnectionPool(
@@ -397,7 +369,7 @@ class PostgresDatabase:
         """
         with suppress(PoolTimeout):
             return pool.getconn(timeout=0.001)
-        probed_at, reason = self._probe
+        probed_at, reason = self._process.get().probe
         if reason is not None and time.monotonic() - probed_at < PROBE_TTL:
             raise self._cannot_connect(reason)
         started = time.monotonic()
@@ -411,8 +383,9 @@ class PostgresDatabase:
 
     def _probe_server(self) -> str | None:
         """Why the server refuses connections (``None`` if it accepts them)."""
-        with self._probe_lock:
-            probed_at, reason = self._probe
+        pools = self._process.get()
+        with pools.probe_lock:
+            probed_at, reason = pools.probe
             if time.monotonic() - probed_at >= PROBE_TTL:
                 try:
                     self.connect().close()
@@ -420,7 +393,7 @@ class PostgresDatabase:
                     reason = error_summary(error)
                 else:
                     reason = None
-                self._probe = (time.monotonic(), reason)
+                pools.probe = (time.monotonic(), reason)
             return reason
 
     def heal(self, pool: ConnectionPool[PooledConnection]) -> None:
@@ -480,86 +453,3 @@ def _without_password(url: str) -> str:
     netloc = f"{userinfo.partition(':')[0]}@{hostport}" if at else hostport
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
-
-
-PII_UPSERT = (
-    "INSERT INTO {pii} (event_id, stream_id, data)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
-    " ON CONFLICT (event_id) DO UPDATE SET stream_id = EXCLUDED.stream_id,"
-    " data = EXCLUDED.data, written_at = EXCLUDED.written_at"
-)
-
-
-def pii_upsert_params(records: Sequence[PiiRecord]) -> list[list[str]]:
-    """The parameters of :data:`PII_UPSERT` for ``records``; the last of equal event ids wins."""
-    # ON CONFLICT DO UPDATE refuses to touch one row twice in a statement.
-    records = list({r.event_id: r for r in records}.values())
-    return [
-        [r.event_id for r in records],
-        [r.stream_id for r in records],
-        [r.values_json for r in records],
-    ]
-
-
-class PostgresPiiStore(PiiStore):
-    """PII rows in ``shimmie_pii``, in a database and schema of their own.
-
-    As the colocated store of a :class:`~flask_shimmie.stores.postgres.PostgresEventStore`
-    it shares the event store's :class:`PostgresDatabase` (pass ``database``);
-    the event store then owns the connections, and :meth:`close` leaves them open.
-    """
-
-    backend = "postgresql"
-
-    def __init__(self, url: str, *, key: str, database: PostgresDatabase | None = None) -> None:
-        self._owner = database is None
-        self._db = database or PostgresDatabase(url, key=key, tables=[PII_TABLES])
-        pii = self._db.table("shimmie_pii")
-        self._sql_put = sql.SQL(PII_UPSERT).format(pii=pii)
-        self._sql_get = sql.SQL("SELECT event_id, data FROM {} WHERE event_id = ANY(%s)").format(pii)
-        self._sql_erase = sql.SQL("DELETE FROM {} WHERE stream_id = %s").format(pii)
-        self._sql_older = sql.SQL(
-            "SELECT event_id FROM {} WHERE written_at <= now() - %s * interval '1 second'"
-            " ORDER BY written_at, event_id"
-        ).format(pii)
-        self._sql_delete = sql.SQL("DELETE FROM {} WHERE event_id = ANY(%s)").format(pii)
-
-    def open(self) -> None:
-        """Connect (or share the event store's pool) and create missing tables."""
-        self._db.open()
-
-    def close(self) -> None:
-        """Close the pool, unless it belongs to the event store."""
-        if self._owner:
-            self._db.close()
-
-    def describe(self) -> str:
-        return self._db.describe()
-
-    def ping(self) -> None:
-        self._db.run(lambda conn: conn.execute("SELECT 1"))
-
-    def put(self, records: Sequence[PiiRecord]) -> None:
-        if records:
-            params = pii_upsert_params(records)
-            self._db.run(lambda conn: conn.execute(self._sql_put, params))
-
-    def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
-        ids = list(set(event_ids))
-        if not ids:
-            return {}
-        rows = self._db.run(lambda conn: conn.execute(self._sql_get, [ids]).fetchall())
-        return {event_id: data for event_id, data in rows}
-
-    def erase_stream(self, stream_id: str) -> int:
-        # A rerun after a lost answer would count 0 rows.
-        return self._db.run(lambda conn: conn.execute(self._sql_erase, [stream_id]).rowcount, retry=False)
-
-    def event_ids_older_than(self, seconds: float) -> list[str]:
-        rows = self._db.run(lambda conn: conn.execute(self._sql_older, [seconds]).fetchall())
-        return [row[0] for row in rows]
-
-    def delete(self, event_ids: Collection[str]) -> None:
-        ids = list(set(event_ids))
-        if ids:
-            self._db.run(lambda conn: conn.execute(self._sql_delete, [ids]))

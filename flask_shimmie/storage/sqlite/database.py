@@ -1,9 +1,9 @@
-"""The SQLite PII store (``sqlite:///pii.db``), and the connection handling it shares.
+"""The SQLite engine's database object: connections, fork safety, error mapping, schema.
 
-:class:`SqliteDatabase` is how both SQLite stores use a database file: one
+:class:`SqliteDatabase` is how every SQLite store uses a database file: one
 writer connection per process (writers take turns under a lock, and across
 processes under ``BEGIN IMMEDIATE``), and a small pool of reader connections
-that WAL lets read while the writer writes. The SQLite event store keeps its
+that WAL lets read while the writer writes. The event store keeps its
 colocated PII table in its own database, through the same object, so an event
 and its PII commit together.
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Generic, TypeVar
 
-from ..errors import ShimmieError, StoreUnavailableError
-from .base import PiiRecord, PiiStore
+from ...errors import ShimmieError, StoreUnavailableError
+from ..process import ProcessLocal
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +27,14 @@ logger = logging.getLogger(__name__)
 #: so a later release can tell which migrations to run.
 SCHEMA_VERSION = 1
 
+
 #: Seconds a connection waits for another process's lock before giving up.
 BUSY_TIMEOUT = 30.0
 
+
 #: Idle reader connections kept per database and process; more are opened on demand.
 MAX_IDLE_READERS = 16
+
 
 #: The one-row table that records :data:`SCHEMA_VERSION` in every file the stores create.
 SCHEMA_VERSION_SCHEMA = (
@@ -43,81 +44,21 @@ SCHEMA_VERSION_SCHEMA = (
     )""",
 )
 
-#: The PII table, in a PII store's own file or beside the events (colocated).
-PII_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS shimmie_pii (
-        event_id TEXT PRIMARY KEY,
-        stream_id TEXT NOT NULL,
-        data TEXT NOT NULL,
-        written_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS shimmie_pii_stream_id ON shimmie_pii (stream_id)",
-)
 
 # Primary result codes that mean the file cannot be reached or used right now
 # (as opposed to a bug in a statement): SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED,
 # SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL,
 # SQLITE_NOTADB.
 _UNAVAILABLE_CODES = frozenset({3, 5, 6, 8, 10, 13, 14, 15, 26})
+
+
 _UNAVAILABLE_MESSAGES = ("unable to open", "database is locked", "disk i/o error", "not a database")
+
 
 # Connections inherited over fork(). SQLite forbids using them in the child,
 # and closing them there could checkpoint or delete the parent's WAL file, so
 # the child keeps them referenced (never closed, never collected) instead.
 _ABANDONED: list[sqlite3.Connection] = []
-
-_fork_guard = threading.Lock()
-
-
-def _renew_fork_guard() -> None:
-    # The parent's lock may have been held by a thread that does not exist here.
-    global _fork_guard
-    _fork_guard = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_fork_guard)
-
-T = TypeVar("T")
-
-
-class ProcessLocal(Generic[T]):
-    """A value owned by one process: a forked child builds its own on first use.
-
-    The value inherited from the parent is handed to ``abandon`` (never reused),
-    which must not release anything in the parent's name.
-    """
-
-    def __init__(self, factory: Callable[[], T], abandon: Callable[[T], None]) -> None:
-        self._factory = factory
-        self._abandon = abandon
-        self._value: tuple[int, T] | None = None
-
-    def get(self) -> T:
-        """This process's value, built when missing."""
-        pid = os.getpid()
-        value = self._value
-        if value is not None and value[0] == pid:
-            return value[1]
-        with _fork_guard:
-            value = self._value
-            if value is None or value[0] != pid:
-                if value is not None:
-                    self._abandon(value[1])
-                value = (pid, self._factory())
-                self._value = value
-            return value[1]
-
-    def pop(self) -> T | None:
-        """Forget this process's value and return it (``None`` when there is none)."""
-        with _fork_guard:
-            value, self._value = self._value, None
-        if value is None:
-            return None
-        if value[0] != os.getpid():
-            self._abandon(value[1])
-            return None
-        return value[1]
 
 
 def json_list(values: Collection[str]) -> str:
@@ -372,82 +313,3 @@ def _is_unavailable(error: sqlite3.Error) -> bool:
         return code & 0xFF in _UNAVAILABLE_CODES
     message = str(error).lower()
     return isinstance(error, sqlite3.OperationalError) and any(m in message for m in _UNAVAILABLE_MESSAGES)
-
-
-class SqlitePiiStore(PiiStore):
-    """PII rows in a SQLite file, in the ``shimmie_pii`` table.
-
-    Built from a URL on its own, it owns its database. The SQLite event store
-    builds one on its own database (``database=``) as its colocated PII store;
-    that one leaves opening and closing the connections to the event store.
-    """
-
-    backend = "sqlite"
-
-    def __init__(self, path: str, *, url: str, database: SqliteDatabase | None = None) -> None:
-        self.path = path
-        self.url = url
-        self._owns_database = database is None
-        self._db = database if database is not None else SqliteDatabase(path, url, PII_SCHEMA)
-
-    def open(self) -> None:
-        """Connect, and create the missing tables (idempotent)."""
-        self._db.open()
-
-    def close(self) -> None:
-        """Release the connections (a colocated store leaves that to its event store)."""
-        if self._owns_database:
-            self._db.close()
-
-    def describe(self) -> str:
-        return self._db.describe()
-
-    def ping(self) -> None:
-        self._db.ping()
-
-    def put(self, records: Sequence[PiiRecord]) -> None:
-        if not records:
-            return
-        with self._db.writing() as connection:
-            self.put_in(connection, records)
-
-    @staticmethod
-    def put_in(connection: sqlite3.Connection, records: Sequence[PiiRecord]) -> None:
-        """Write ``records`` in the caller's transaction on ``connection``."""
-        now = time.time()
-        connection.executemany(
-            "INSERT INTO shimmie_pii (event_id, stream_id, data, written_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (event_id) DO UPDATE SET "
-            "stream_id = excluded.stream_id, data = excluded.data, written_at = excluded.written_at",
-            [(record.event_id, record.stream_id, record.values_json, now) for record in records],
-        )
-
-    def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
-        if not event_ids:
-            return {}
-        with self._db.reading() as connection:
-            rows = connection.execute(
-                "SELECT event_id, data FROM shimmie_pii WHERE event_id IN (SELECT value FROM json_each(?))",
-                (json_list(set(event_ids)),),
-            ).fetchall()
-        return {event_id: data for event_id, data in rows}
-
-    def erase_stream(self, stream_id: str) -> int:
-        with self._db.writing() as connection:
-            return connection.execute("DELETE FROM shimmie_pii WHERE stream_id = ?", (stream_id,)).rowcount
-
-    def event_ids_older_than(self, seconds: float) -> list[str]:
-        with self._db.reading() as connection:
-            rows = connection.execute(
-                "SELECT event_id FROM shimmie_pii WHERE written_at <= ?", (time.time() - seconds,)
-            ).fetchall()
-        return [event_id for (event_id,) in rows]
-
-    def delete(self, event_ids: Collection[str]) -> None:
-        if not event_ids:
-            return
-        with self._db.writing() as connection:
-            connection.execute(
-                "DELETE FROM shimmie_pii WHERE event_id IN (SELECT value FROM json_each(?))",
-                (json_list(set(event_ids)),),
-            )

@@ -2,7 +2,7 @@
 
 Writers take turns: threads under a lock around the process's one writer
 connection, processes under ``BEGIN IMMEDIATE``. Inside that transaction the
-store reads what :class:`~flask_shimmie.stores.base.AppendPlanner` needs and
+store reads what :class:`~flask_shimmie.storage.planner.AppendPlanner` needs and
 inserts its rows, so positions are gap-free and the checks see every commit.
 The file runs in WAL mode, so readers (a pool of connections) never wait for
 the writer, and with ``synchronous=FULL``, so a commit that returned survives
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
@@ -25,24 +24,15 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import ObjectLockedError, ShimmieError, StoreUnavailableError
-from ..pii.base import PiiRecord
-from ..pii.sqlite import PII_SCHEMA, ProcessLocal, SqliteDatabase, SqlitePiiStore, json_list
-from .base import (
-    ROW_COLUMNS,
-    AppendBatch,
-    AppendPlanner,
-    AppendResult,
-    EventStore,
-    PositionSignal,
-    Snapshot,
-    StreamLocks,
-    batch_event_ids,
-    batch_stream_ids,
-    decode_rows,
-    encode_pii_fields,
-    utc_now,
-)
+from ...errors import ObjectLockedError, ShimmieError, StoreUnavailableError
+from ..codec import ROW_COLUMNS, decode_rows, encode_pii_fields
+from ..interface import AppendBatch, AppendResult, EventStore, PiiRecord, Snapshot
+from ..planner import AppendPlanner, batch_event_ids, batch_stream_ids, utc_now
+from ..process import ProcessLocal
+from ..threads import PositionSignal
+from .database import SqliteDatabase, json_list
+from .locks import LockFile, lock_files, lock_offset, writer_gate
+from .pii import PII_SCHEMA, SqlitePiiStore
 
 #: The events table; the event store also creates :data:`~flask_shimmie.pii.sqlite.PII_SCHEMA`.
 EVENTS_SCHEMA = (
@@ -81,60 +71,6 @@ _INSERT = f"INSERT INTO shimmie_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,
 _IN_LIST = "IN (SELECT value FROM json_each(?))"
 
 
-class _LockFile:
-    """A ``<file>-locks`` sidecar, open once in this process, and the thread locks in front of it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            raise StoreUnavailableError(f"Cannot open the stream lock file {path}: {error}") from error
-        # fcntl locks belong to the process, so they cannot keep two of its
-        # threads apart: these locks do that first.
-        self.threads = StreamLocks()
-        self.writer = threading.Lock()
-        self.users = 0
-
-
-class _LockFiles:
-    """This process's open lock files, one per path.
-
-    Closing any descriptor of a file drops every fcntl lock the process holds
-    on it, so stores on the same file share one descriptor, closed only when
-    the last of them closes.
-    """
-
-    def __init__(self) -> None:
-        self.guard = threading.Lock()
-        self.files: dict[str, _LockFile] = {}
-
-    def acquire(self, path: str) -> _LockFile:
-        with self.guard:
-            lock_file = self.files.get(path)
-            if lock_file is None:
-                lock_file = self.files[path] = _LockFile(path)
-            lock_file.users += 1
-            return lock_file
-
-    def release(self, lock_file: _LockFile) -> None:
-        with self.guard:
-            lock_file.users -= 1
-            if lock_file.users == 0 and self.files.get(lock_file.path) is lock_file:
-                del self.files[lock_file.path]
-                os.close(lock_file.fd)
-
-    def abandon(self) -> None:
-        # A child holds none of its parent's fcntl locks, so closing the
-        # inherited descriptors here cannot release them.
-        for lock_file in self.files.values():
-            os.close(lock_file.fd)
-        self.files.clear()
-
-
-_lock_files: ProcessLocal[_LockFiles] = ProcessLocal(_LockFiles, _LockFiles.abandon)
-
-
 class _ProcessState:
     """What the store keeps per process besides connections."""
 
@@ -142,61 +78,25 @@ class _ProcessState:
         self.signal = PositionSignal()
         self.guard = threading.Lock()
         self.polled_at = float("-inf")
-        self.lock_file: _LockFile | None = None
+        self.lock_file: LockFile | None = None
 
-    def lock_file_for(self, path: str) -> _LockFile:
+    def lock_file_for(self, path: str) -> LockFile:
         with self.guard:
             if self.lock_file is None:
-                self.lock_file = _lock_files.get().acquire(path)
+                self.lock_file = lock_files.get().acquire(path)
             return self.lock_file
 
     def release(self) -> None:
         with self.guard:
             lock_file, self.lock_file = self.lock_file, None
         if lock_file is not None:
-            _lock_files.get().release(lock_file)
+            lock_files.get().release(lock_file)
 
 
 def _forget(state: _ProcessState) -> None:
     # The inherited lock file belongs to the inherited registry, which the
     # child drops on its own.
     state.lock_file = None
-
-
-def lock_offset(stream_id: str) -> int:
-    """The byte of the lock file that stands for ``stream_id`` (the same in every process)."""
-    digest = hashlib.blake2b(stream_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & (2**62 - 1)
-
-
-#: The byte of the lock file that appending processes queue on (past every stream's byte).
-WRITER_GATE_OFFSET = 2**62
-
-
-@contextmanager
-def writer_gate(lock_file: _LockFile) -> Iterator[None]:
-    """Queue this process's appends behind other processes' in the kernel, not in SQLite.
-
-    ``BEGIN IMMEDIATE`` alone makes a process that finds the file busy sleep
-    in SQLite's busy handler (1, 2, 5, 10 ms...), while a commit takes well
-    under a millisecond, so two processes writing at once waste most of
-    their time asleep. A blocking ``fcntl`` lock wakes the next writer as
-    soon as the holder lets go. It is only a queue: ``BEGIN IMMEDIATE``
-    still decides, so writers that do not take it (snapshots, PII, other
-    tools) stay safe, and a dead holder's lock is dropped by the kernel.
-    """
-    with lock_file.writer:
-        try:
-            fcntl.lockf(lock_file.fd, fcntl.LOCK_EX, 1, WRITER_GATE_OFFSET)
-            queued = True
-        except OSError:  # EDEADLK, or the file went away: go on without the queue
-            queued = False
-        try:
-            yield
-        finally:
-            if queued:
-                with suppress(OSError):
-                    fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, WRITER_GATE_OFFSET)
 
 
 def _encode_time(moment: datetime) -> str:

@@ -1,33 +1,80 @@
-"""The in-memory event store (``memory://``), the default: fast, and gone at exit.
+"""The memory engine (``memory://``), the default: fast, and gone at exit.
 
-Events are kept as JSON text, exactly as the durable stores keep them, so a
+Events are kept as JSON text, exactly as the durable engines keep them, so a
 model that mutates ``event.data`` cannot change history, and the payloads a
-model sees are the same whichever backend is configured.
+model sees are the same whichever engine is configured.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 
 from ..errors import ShimmieError
-from ..pii.base import PiiRecord
-from ..pii.memory import MemoryPiiStore
-from .base import (
-    AppendBatch,
-    AppendPlanner,
-    AppendResult,
-    EventStore,
-    PositionSignal,
-    Snapshot,
-    StreamLocks,
-    batch_event_ids,
-    batch_stream_ids,
-    decode_rows,
-    encode_pii_fields,
-)
+from .codec import decode_rows, encode_pii_fields
+from .interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore, Snapshot
+from .planner import AppendPlanner, batch_event_ids, batch_stream_ids
+from .threads import PositionSignal, StreamLocks
+
+
+class MemoryPiiStore(PiiStore):
+    """PII rows in a dict, guarded by a lock. Lost when the process exits."""
+
+    backend = "memory"
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.lock = threading.Lock()
+        #: event_id -> (stream_id, values_json, written_at)
+        self.rows: dict[str, tuple[str, str, float]] = {}
+
+    def open(self) -> None:
+        """Nothing to connect to."""
+
+    def close(self) -> None:
+        """Nothing to release; the rows stay until the store is dropped."""
+
+    def describe(self) -> str:
+        return self.url
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def put(self, records: Sequence[PiiRecord]) -> None:
+        with self.lock:
+            self.put_locked(records)
+
+    def put_locked(self, records: Sequence[PiiRecord]) -> None:
+        """Store ``records``; the caller holds :attr:`lock`."""
+        now = time.time()
+        for record in records:
+            self.rows[record.event_id] = (record.stream_id, record.values_json, now)
+
+    def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
+        rows = self.rows
+        with self.lock:
+            return {key: rows[key][1] for key in event_ids if key in rows}
+
+    def erase_stream(self, stream_id: str) -> int:
+        with self.lock:
+            doomed = [key for key, row in self.rows.items() if row[0] == stream_id]
+            for key in doomed:
+                del self.rows[key]
+            return len(doomed)
+
+    def event_ids_older_than(self, seconds: float) -> list[str]:
+        cutoff = time.time() - seconds
+        with self.lock:
+            return [key for key, row in self.rows.items() if row[2] <= cutoff]
+
+    def delete(self, event_ids: Collection[str]) -> None:
+        with self.lock:
+            for key in event_ids:
+                self.rows.pop(key, None)
+
 
 # sequence_num, stream_id, stream_version, event_id, event_name, data_json,
 # meta_json, recorded_at, schema_version, pii_fields_json

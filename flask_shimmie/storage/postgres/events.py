@@ -3,7 +3,7 @@
 Global order without gaps
     A write transaction first takes a transaction-level advisory lock that
     every writer of the schema shares, then computes positions as
-    ``max(sequence_num) + 1`` with :class:`~flask_shimmie.stores.base.AppendPlanner`.
+    ``max(sequence_num) + 1`` with :class:`~flask_shimmie.storage.planner.AppendPlanner`.
     The ``eventsourcing`` library takes ``LOCK TABLE ... IN EXCLUSIVE MODE``
     instead; the advisory lock serialises writers the same way but does not
     conflict with autovacuum, which otherwise holds writers up to
@@ -47,7 +47,7 @@ Locks
     local lock first, then takes a session advisory lock (keyed by a hash of
     schema and stream id) on a connection from a pool kept for lock holders.
 
-JSON columns are ``text``; see :mod:`flask_shimmie.pii.postgres` for why.
+JSON columns are ``text``; see :mod:`flask_shimmie.storage.postgres.database` for why.
 """
 
 from __future__ import annotations
@@ -67,36 +67,16 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ObjectLockedError, ShimmieError
-from ..pii.base import PiiRecord
-from ..pii.postgres import (
-    PII_TABLES,
-    PII_UPSERT,
-    CommitUnknown,
-    PooledConnection,
-    PostgresDatabase,
-    PostgresPiiStore,
-    TableSet,
-    advisory_key,
-    error_summary,
-    pii_upsert_params,
-)
-from .base import (
-    ROW_COLUMNS,
-    AppendBatch,
-    AppendPlanner,
-    AppendResult,
-    EventStore,
-    PositionSignal,
-    Snapshot,
-    StreamLocks,
-    batch_event_ids,
-    batch_stream_ids,
-    decode_rows,
-    encode_pii_fields,
-)
+from ...errors import ObjectLockedError, ShimmieError
+from ..codec import ROW_COLUMNS, decode_rows, encode_pii_fields
+from ..interface import AppendBatch, AppendResult, EventStore, PiiRecord, Snapshot
+from ..planner import AppendPlanner, batch_event_ids, batch_stream_ids
+from ..process import ProcessLocal
+from ..threads import PositionSignal, StreamLocks
+from .database import CommitUnknown, PooledConnection, PostgresDatabase, TableSet, advisory_key, error_summary
+from .pii import PII_TABLES, PII_UPSERT, PostgresPiiStore, pii_upsert_params
 
-logger = logging.getLogger("flask_shimmie")
+logger = logging.getLogger(__name__)
 
 #: The first half of the writers' advisory lock key ("SHIM"); the second is the schema's.
 WRITER_LOCK_CLASS = 0x5348494D
@@ -148,6 +128,25 @@ def channel_name(schema: str) -> str:
     return name
 
 
+class _ProcessState:
+    """What the store keeps per process besides its pools: the listener, signal and locks."""
+
+    def __init__(self) -> None:
+        self.listener: _Listener | None = None
+        self.listener_guard = threading.Lock()
+        self.signal = PositionSignal()
+        #: Signs this process's notifications, so its listener knows them for its own.
+        self.token = secrets.token_hex(8)
+        self.locks = StreamLocks()
+        # Writers are serialised by the advisory lock anyway; queueing this
+        # process's threads here instead keeps them from each holding a
+        # connection and waking one another in the server's lock queue.
+        self.write_mutex = threading.Lock()
+
+    def abandon(self) -> None:
+        """A forked child has no listener thread, and its own locks; nothing to release."""
+
+
 class PostgresEventStore(EventStore):
     """Events in ``<schema>.shimmie_events``; see the module docstring for the design."""
 
@@ -157,11 +156,9 @@ class PostgresEventStore(EventStore):
         self.url = url
         self.key = key
         self._db = PostgresDatabase(url, key=key, tables=[EVENT_TABLES, PII_TABLES])
-        self._db.on_fork(self._forget_threads)
         self.channel = channel_name(self._db.schema)
         self._pii = PostgresPiiStore(url, key=key, database=self._db)
-        self._listener: _Listener | None = None
-        self._forget_threads()
+        self._process: ProcessLocal[_ProcessState] = ProcessLocal(_ProcessState, _ProcessState.abandon)
 
         events = self._db.table("shimmie_events")
         self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
@@ -233,26 +230,12 @@ class PostgresEventStore(EventStore):
 
     def close(self) -> None:
         """Stop the listener and close the pools; :meth:`open` may follow."""
-        self._db.check_process()
-        with self._listener_guard:
-            listener, self._listener = self._listener, None
+        state = self._process.get()
+        with state.listener_guard:
+            listener, state.listener = state.listener, None
         if listener is not None:
             listener.stop(self._db)
         self._db.close()
-
-    def _forget_threads(self) -> None:
-        """Set up what belongs to this process: at construction, and again in a forked child.
-
-        In a child the listener thread does not exist and these locks may have
-        been held by parent threads at the fork.
-        """
-        self._listener = None
-        self._listener_guard = threading.Lock()
-        self._signal = PositionSignal()
-        #: Signs this store object's notifications, so its listener knows them for its own.
-        self._token = secrets.token_hex(8)
-        self._locks = StreamLocks()
-        self._write_mutex = threading.Lock()
 
     def describe(self) -> str:
         return self._db.describe()
@@ -270,18 +253,15 @@ class PostgresEventStore(EventStore):
     ) -> list[AppendResult | ShimmieError]:
         if not batches:
             return []
-        # Writers are serialised by the table lock anyway; queueing this
-        # process's threads here instead keeps them from each holding a
-        # connection and waking one another in the server's lock queue
-        # (measured: 8 threads went from half to about the single-thread rate).
-        with self._write_mutex:
-            outcomes, last = self._db.run(lambda conn: self._append(conn, batches, write_pii))
+        state = self._process.get()
+        with state.write_mutex:
+            outcomes, last = self._db.run(lambda conn: self._append(conn, batches, write_pii, state.token))
         if last:
-            self._signal.advance(last, local=True)
+            state.signal.advance(last, local=True)
         return outcomes
 
     def _append(
-        self, conn: PooledConnection, batches: Sequence[AppendBatch], write_pii: bool
+        self, conn: PooledConnection, batches: Sequence[AppendBatch], write_pii: bool, token: str
     ) -> tuple[list[AppendResult | ShimmieError], int]:
         # Two round trips, each a pipeline of statements: BEGIN, the writer
         # lock and the state the planner needs; then the insert (with its
@@ -293,7 +273,7 @@ class PostgresEventStore(EventStore):
                 state = conn.execute(
                     self._sql_state, [sorted(batch_stream_ids(batches)), batch_event_ids(batches)]
                 ).fetchall()
-                outcomes, rows, last = self._plan(conn, state, batches, write_pii)
+                outcomes, rows, last = self._plan(conn, state, batches, write_pii, token)
                 conn.execute("COMMIT", prepare=False)
                 try:
                     pipeline.sync()
@@ -309,7 +289,12 @@ class PostgresEventStore(EventStore):
         return outcomes, last if rows else 0
 
     def _plan(
-        self, conn: PooledConnection, state: list[Any], batches: Sequence[AppendBatch], write_pii: bool
+        self,
+        conn: PooledConnection,
+        state: list[Any],
+        batches: Sequence[AppendBatch],
+        write_pii: bool,
+        token: str,
     ) -> tuple[list[AppendResult | ShimmieError], int, int]:
         """Plan ``batches`` on ``state`` and queue their insert; return the outcomes, rows, last position."""
         last = 0
@@ -348,7 +333,7 @@ class PostgresEventStore(EventStore):
             ]
             if pii:
                 params += pii_upsert_params(pii)
-            params += [self.channel, f"{planner.last_sequence_num} {self._token}"]
+            params += [self.channel, f"{planner.last_sequence_num} {token}"]
             conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
         return outcomes, len(rows), planner.last_sequence_num
 
@@ -439,10 +424,9 @@ class PostgresEventStore(EventStore):
 
     @contextmanager
     def _hold(self, stream_id: str, timeout: float) -> Iterator[None]:
-        self._db.check_process()
         deadline = time.monotonic() + timeout
         # Threads of this process wait here, without holding a connection.
-        with self._locks.hold(stream_id, timeout):
+        with self._process.get().locks.hold(stream_id, timeout):
             key = advisory_key(self._db.schema, stream_id)
             pool = self._db.lock_pool()
             conn = self._lock_on_connection(pool, key, stream_id, timeout, deadline)
@@ -519,22 +503,21 @@ class PostgresEventStore(EventStore):
             raise ObjectLockedError(stream_id, timeout) from None
 
     def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
-        self._db.check_process()
-        signal = self._signal
-        if self._listener is None:
-            self._start_listener(signal)
-        return signal.wait_past(after, timeout, others_only=others_only)
+        state = self._process.get()
+        if state.listener is None:
+            self._start_listener(state)
+        return state.signal.wait_past(after, timeout, others_only=others_only)
 
-    def _start_listener(self, signal: PositionSignal) -> None:
-        with self._listener_guard:
-            if self._listener is not None:
+    def _start_listener(self, state: _ProcessState) -> None:
+        with state.listener_guard:
+            if state.listener is not None:
                 return
             try:
-                signal.advance(self.last_sequence_num())
+                state.signal.advance(self.last_sequence_num())
             except ShimmieError as error:
                 # The listener keeps retrying; a waiter just times out meanwhile.
                 logger.warning("%s", error)
-            self._listener = _Listener(self._db, self.channel, signal, self._sql_last, self._token)
+            state.listener = _Listener(self._db, self.channel, state.signal, self._sql_last, state.token)
 
 
 class _Listener:

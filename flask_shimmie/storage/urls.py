@@ -1,16 +1,11 @@
-"""Pick a backend from a store URL; backends are imported only when configured."""
+"""Store URLs: which engine a URL names, and where a ``sqlite:///`` URL's file is."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from ..pii.base import PiiStore
-    from .base import EventStore
 
 _SCHEMES = "memory://, sqlite:///path.db or postgresql://user@host/db"
 
@@ -46,39 +41,3 @@ def sqlite_path(url: str, key: str, instance_path: str | None) -> str:
         os.makedirs(base, exist_ok=True)
         path = os.path.join(base, path)
     return path
-
-
-def event_store_from_url(
-    url: str, *, instance_path: str | None = None, key: str = "SHIMMIE_EVENT_STORE"
-) -> EventStore:
-    """Build (not open) the event store that ``url`` names."""
-    scheme = scheme_of(url, key)
-    if scheme == "memory":
-        from .memory import MemoryEventStore
-
-        return MemoryEventStore(url)
-    if scheme == "sqlite":
-        from .sqlite import SqliteEventStore
-
-        return SqliteEventStore(sqlite_path(url, key, instance_path), url=url)
-    from .postgres import PostgresEventStore
-
-    return PostgresEventStore(url, key=key)
-
-
-def pii_store_from_url(
-    url: str, *, instance_path: str | None = None, key: str = "SHIMMIE_PII_STORE"
-) -> PiiStore:
-    """Build (not open) a PII store of its own at ``url``."""
-    scheme = scheme_of(url, key)
-    if scheme == "memory":
-        from ..pii.memory import MemoryPiiStore
-
-        return MemoryPiiStore(url)
-    if scheme == "sqlite":
-        from ..pii.sqlite import SqlitePiiStore
-
-        return SqlitePiiStore(sqlite_path(url, key, instance_path), url=url)
-    from ..pii.postgres import PostgresPiiStore
-
-    return PostgresPiiStore(url, key=key)

@@ -1,0 +1,329 @@
+"""The interfaces every storage engine implements, and the records they exchange.
+
+A store keeps events in one global order. Writers hand it *batches*: each batch
+is appended atomically (all of its events or none), after its expected-version
+checks and its idempotency check pass. :meth:`EventStore.append_batches` takes
+several independent batches at once so an engine can commit them in one
+transaction (group commit); each batch still succeeds or fails on its own.
+
+A PII store keeps personal data apart from events, so it can be erased: a PII
+row holds only an event's ``event_id``, its ``stream_id``, the PII values (as
+JSON text) and when it was written (to tell orphans from writes in flight).
+Erasing a stream deletes its rows for good; an event whose PII row is gone
+reads with anonymised values.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from ..errors import ShimmieError
+from ..events import Event, Expected
+from .codec import decode_rows
+
+#: How many events a page of :meth:`EventStore.iter_events` holds.
+DEFAULT_PAGE_SIZE = 1000
+
+
+#: Rows a replay reads at a time (one query: one round trip on PostgreSQL).
+REPLAY_PAGE_SIZE = 1000
+
+
+#: Events of a replay page decoded and applied at a time (see :meth:`EventStore.read_for_replay`).
+REPLAY_CHUNK_SIZE = 250
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """An event prepared by the stack, ready for a store to append.
+
+    ``data`` is the payload as models receive it (PII included);
+    ``data_json`` is what the event store keeps (PII replaced by placeholders).
+    ``pii_json`` holds the PII values, written to the PII store, never to the
+    event row; it is ``None`` when the event has no PII.
+    """
+
+    stream_id: str
+    event_name: str
+    event_id: str
+    data: dict[str, Any]
+    data_json: str
+    meta: dict[str, Any]
+    meta_json: str
+    schema_version: int = 1
+    pii_fields: tuple[str, ...] = ()
+    pii_json: str | None = None
+    #: Set only by imports, which keep the original time; else the store stamps it.
+    recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """Events appended together, all or none.
+
+    ``expected`` maps stream ids to the version each must be at; streams not
+    named are not checked.
+    """
+
+    events: tuple[PendingEvent, ...]
+    expected: Mapping[str, Expected] = field(default_factory=dict)
+
+
+class AppendResult(NamedTuple):
+    """What a successful batch produced."""
+
+    #: The stored events, in order. ``data`` of new events is the delivered
+    #: payload; ``data`` of known events is the stored one (placeholders).
+    events: list[Event]
+    #: False when every event id of the batch was already stored (a retry).
+    created: bool
+
+
+@dataclass(slots=True)
+class PlannedRow:
+    """A row a backend inserts: the pending event and its assigned positions."""
+
+    sequence_num: int
+    stream_version: int
+    recorded_at: datetime
+    pending: PendingEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A model's state as of a position, kept so a restart can skip the events before it."""
+
+    #: The model's name (:meth:`flask_shimmie.Model.model_name`).
+    model: str
+    position: int
+    #: The model's ``snapshot_version`` when it was taken.
+    version: int
+    state_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PiiRecord:
+    """The PII values of one event."""
+
+    event_id: str
+    stream_id: str
+    values_json: str
+
+
+class Backend(ABC):
+    """A store built from its URL, opened in the process that uses it, closed at shutdown.
+
+    Never open one before a fork: connections are not shared across processes.
+    Every method of a backend is thread-safe.
+    """
+
+    #: The backend's name: ``memory``, ``sqlite`` or ``postgresql``.
+    backend: str = ""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect, and create the tables that are missing (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. A closed store may be opened again."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The store's URL without credentials, for logs and health reports."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~flask_shimmie.errors.StoreUnavailableError` if unreachable."""
+
+
+class EventStore(Backend):
+    """The interface of an event store backend.
+
+    A store is built from its URL (see :func:`flask_shimmie.stores.event_store_from_url`).
+    """
+
+    #: Turns a stored ``recorded_at`` into a datetime (``None``: it already is one).
+    parse_time: Callable[[Any], datetime] | None = None
+
+    @abstractmethod
+    def append_batches(
+        self, batches: Sequence[AppendBatch], *, write_pii: bool = False
+    ) -> list[AppendResult | ShimmieError]:
+        """Append independent batches in one transaction.
+
+        Each batch either succeeds (its :class:`AppendResult`) or is rejected
+        (the error, e.g. :class:`StreamVersionError`) without touching the
+        others. With ``write_pii`` the store also writes each event's
+        ``pii_json`` to its own PII table in the same transaction. A failure
+        of the transaction itself raises and writes nothing.
+        """
+
+    def append(self, batch: AppendBatch, *, write_pii: bool = False) -> AppendResult:
+        """Append one batch atomically, raising the error that rejects it."""
+        (outcome,) = self.append_batches([batch], write_pii=write_pii)
+        if isinstance(outcome, ShimmieError):
+            raise outcome
+        return outcome
+
+    @abstractmethod
+    def read_rows(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> Sequence[Sequence[Any]]:
+        """The stored rows that :meth:`read` decodes, their columns in :data:`ROW_COLUMNS`' order."""
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        stream_ids: Collection[str] | None = None,
+        event_names: Collection[str] | None = None,
+    ) -> list[Event]:
+        """Stored events with ``sequence_num > after``, in order, at most ``limit``.
+
+        ``stream_ids`` / ``event_names`` filter (``None`` = all; empty = none).
+        ``data`` is as stored: PII fields hold placeholders.
+        """
+        rows = self.read_rows(after, limit, stream_ids=stream_ids, event_names=event_names)
+        return decode_rows(rows, self.parse_time)
+
+    def read_for_replay(self, after: int) -> Iterator[list[Event]]:
+        """The next page of events after ``after`` for a replay, marked ``replay=True``.
+
+        One read of :data:`REPLAY_PAGE_SIZE` rows, decoded
+        :data:`REPLAY_CHUNK_SIZE` events at a time: each chunk's events are
+        applied and freed before the next chunk exists, so they die young
+        instead of reaching the garbage collector's older generations, whose
+        full passes cost a long replay about a tenth of its time.
+        """
+        rows = self.read_rows(after, REPLAY_PAGE_SIZE)
+        for start in range(0, len(rows), REPLAY_CHUNK_SIZE):
+            yield decode_rows(rows[start : start + REPLAY_CHUNK_SIZE], self.parse_time, replay=True)
+
+    def iter_events(
+        self, after: int = 0, *, page_size: int = DEFAULT_PAGE_SIZE, upto: int | None = None
+    ) -> Iterator[Event]:
+        """Every stored event after ``after`` (and up to ``upto``), read page by page."""
+        while True:
+            page = self.read(after, page_size)
+            for event in page:
+                if upto is not None and event.sequence_num > upto:
+                    return
+                yield event
+            if len(page) < page_size:
+                return
+            after = page[-1].sequence_num
+
+    @abstractmethod
+    def last_sequence_num(self) -> int:
+        """The position of the last stored event (0 when empty)."""
+
+    @abstractmethod
+    def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        """The current version of each named stream (0 for a stream with no events)."""
+
+    @abstractmethod
+    def existing_event_ids(self, event_ids: Collection[str]) -> set[str]:
+        """Which of ``event_ids`` are stored."""
+
+    @abstractmethod
+    def count_by_event_name(self) -> dict[str, int]:
+        """How many events of each name are stored."""
+
+    @abstractmethod
+    def count_streams(self) -> int:
+        """How many streams have at least one event."""
+
+    @abstractmethod
+    def lock_stream(self, stream_id: str, timeout: float) -> Any:
+        """A context manager holding a pessimistic lock on ``stream_id``.
+
+        Raises :class:`ObjectLockedError` when the lock is not obtained within
+        ``timeout`` seconds. Only other ``lock_stream`` callers wait on it.
+        """
+
+    @abstractmethod
+    def wait_for_events(self, after: int, timeout: float, *, others_only: bool = False) -> int:
+        """Block until the store holds an event past ``after``, or ``timeout``.
+
+        Returns the last stored position as far as the store knows (it may
+        still be ``<= after`` on timeout). Events written by other processes
+        wake it too (by notification or by polling). With ``others_only``,
+        this store object's own writes do not end the wait early (the
+        follower waits so: writers hand their events over themselves).
+        """
+
+    @abstractmethod
+    def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
+        """Store ``snapshots`` in one transaction, replacing each model's previous one."""
+
+    @abstractmethod
+    def load_snapshots(self) -> list[Snapshot]:
+        """Every stored snapshot (one per model at most)."""
+
+    @abstractmethod
+    def delete_snapshots(self) -> int:
+        """Delete every snapshot (they may hold PII being erased); return how many."""
+
+    @abstractmethod
+    def colocated_pii_store(self) -> PiiStore:
+        """A PII store kept in the same database, written by ``append(write_pii=True)``."""
+
+
+class PiiStore(Backend):
+    """The interface of a PII store backend."""
+
+    @abstractmethod
+    def put(self, records: Sequence[PiiRecord]) -> None:
+        """Store ``records`` in one transaction (replacing rows with the same event id)."""
+
+    @abstractmethod
+    def get_json(self, event_ids: Collection[str]) -> dict[str, str]:
+        """The stored PII values (JSON text) of those of ``event_ids`` that have any."""
+
+    def get(self, event_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored PII values of those of ``event_ids`` that have any."""
+        return {key: json.loads(value) for key, value in self.get_json(event_ids).items()}
+
+    @abstractmethod
+    def erase_stream(self, stream_id: str) -> int:
+        """Delete every PII row of ``stream_id`` for good; return how many there were."""
+
+    @abstractmethod
+    def event_ids_older_than(self, seconds: float) -> list[str]:
+        """Event ids whose PII row was written at least ``seconds`` ago."""
+
+    def purge_orphans(
+        self, existing: Callable[[Collection[str]], set[str]], older_than: float = 300.0
+    ) -> int:
+        """Delete rows whose event was never stored; return how many.
+
+        ``existing`` tells which of the given event ids the event store holds.
+        With a separate PII store the PII is written first, so a crash between
+        the two writes leaves such a row: it is never read, and goes here.
+        Only rows older than ``older_than`` seconds are considered, so a write
+        still in flight in another process is never mistaken for an orphan.
+        """
+        ids = self.event_ids_older_than(older_than)
+        if not ids:
+            return 0
+        present = existing(ids)
+        orphans = [event_id for event_id in ids if event_id not in present]
+        if orphans:
+            self.delete(orphans)
+        return len(orphans)
+
+    @abstractmethod
+    def delete(self, event_ids: Collection[str]) -> None:
+        """Delete the rows of ``event_ids``."""

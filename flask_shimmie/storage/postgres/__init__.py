@@ -1,0 +1,4 @@
+"""The PostgreSQL engine.
+
+``database.py`` (URL, pools, fork safety, errors, schema), ``events.py``, ``pii.py``.
+"""
