@@ -56,7 +56,7 @@ class Pair:
 
     def _check_our_sqlite(self) -> None:
         # Through the store's own writer connection: what our commits really run with.
-        store: Any = self.ours.stack._state(self.ours.app, start=False).event_store
+        store: Any = self.ours.app.extensions["shimmie"].event_store
         with store._db.writing() as connection:
             check_sqlite_durability(connection, "flask_shimmie")
 

@@ -50,7 +50,7 @@ def create_admin_blueprint() -> Blueprint:
     def guard() -> None:
         if request.endpoint == "shimmie_admin.health":
             return
-        check = _state().stack._admin_authorizer
+        check = _state().registry.admin_authorizer
         if check is None:
             raise Forbidden("The admin API is closed: register a check with @stack.admin_authorizer.")
         require(check)

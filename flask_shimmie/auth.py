@@ -52,7 +52,7 @@ def _identity() -> Any:
     cached = g.get("_shimmie_identity", _NO_IDENTITY)
     if cached is _NO_IDENTITY:
         state = current_app.extensions.get("shimmie")
-        authenticate = state.stack._authenticator if state is not None else None
+        authenticate = state.registry.authenticator if state is not None else None
         cached = authenticate() if authenticate is not None else None
         g._shimmie_identity = cached
     return cached

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -18,7 +17,7 @@ from werkzeug.local import LocalProxy
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver
-from .errors import PiiNotConfiguredError, ShimmieError, register_error_handlers
+from .errors import PiiNotConfiguredError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
 from .models import Model
@@ -29,8 +28,9 @@ from .recording import (
     check_names,
     check_position,
 )
+from .registry import Registry
 from .request_hooks import install_request_hooks
-from .schemas import PayloadTypes, Upcaster, arguments
+from .schemas import Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
 from .state import AppState, model_receivers
@@ -67,13 +67,10 @@ class ShimmieStack:
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._api_version: str | None = None
         self._mounts: list[_Mount] = []
-        self._models: list[type[Model]] = []
-        self._functions: list[tuple[str, Callable[[Event], Any]]] = []
+        #: The models, subscribers, payload types and auth hooks every app of this stack uses.
+        self.registry = Registry()
         self._pre_init: list[Callable[[], Any]] = []
         self._post_init: list[Callable[[], Any]] = []
-        self._types = PayloadTypes()
-        self._authenticator: Callable[[], Any] | None = None
-        self._admin_authorizer: Callable[[Any], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -101,9 +98,9 @@ class ShimmieStack:
             from flask_cors import CORS
 
             CORS(app, **dict(settings.cors))
-        for model_cls in self._models:
+        for model_cls in self.registry.models:
             state.add_model(model_cls)
-        for event_name, handler in self._functions:
+        for event_name, handler in self.registry.functions:
             state.add_function(event_name, handler)
         for mount in self._mounts:
             self._register_mount(app, settings, mount)
@@ -166,9 +163,9 @@ class ShimmieStack:
         """
         if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):
             raise TypeError(f"register_model() needs a Model subclass, not {model_cls!r}.")
-        if model_cls in self._models:
+        if model_cls in self.registry.models:
             raise ValueError(f"{model_cls.__qualname__} is already registered.")
-        self._models.append(model_cls)
+        self.registry.models.append(model_cls)
         for app in list(self._apps):
             state: AppState = app.extensions["shimmie"]
             if not state.started:
@@ -216,7 +213,7 @@ class ShimmieStack:
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"subscribe() needs a callable, not {fn!r}.")
-            self._functions.append((event_name, fn))
+            self.registry.functions.append((event_name, fn))
             for app in list(self._apps):
                 app.extensions["shimmie"].add_function(event_name, fn)
             return fn
@@ -230,7 +227,7 @@ class ShimmieStack:
         """
         if not callable(fn):
             raise TypeError(f"authenticator() needs a function, not {fn!r}.")
-        self._authenticator = fn
+        self.registry.authenticator = fn
         return fn
 
     def admin_authorizer(self, check: F) -> F:
@@ -240,7 +237,7 @@ class ShimmieStack:
         """
         if not callable(check):
             raise TypeError(f"admin_authorizer() needs a check(identity) -> bool function, not {check!r}.")
-        self._admin_authorizer = check
+        self.registry.admin_authorizer = check
         return check
 
     def register_pre_init(self, fn: Callable[[], Any]) -> ShimmieStack:
@@ -260,12 +257,12 @@ class ShimmieStack:
         ``metadata={"pii": True}`` are PII. Invalid data raises
         :class:`marshmallow.ValidationError` (422 in a request).
         """
-        self._types.set_schema(check_name(event_name, "event_name"), schema)
+        self.registry.types.set_schema(check_name(event_name, "event_name"), schema)
         return self
 
     def upcaster(self, event_name: str, from_version: int, fn: Upcaster) -> ShimmieStack:
         """Register ``fn(data) -> data`` upgrading payloads of ``from_version`` by one. Chainable."""
-        self._types.add_upcaster(check_name(event_name, "event_name"), from_version, fn)
+        self.registry.types.add_upcaster(check_name(event_name, "event_name"), from_version, fn)
         return self
 
     def arguments(self, schema: Schema | type[Schema], location: str = "json") -> Callable[[F], F]:
@@ -317,7 +314,7 @@ class ShimmieStack:
         state.started = True
         for fn in self._post_init:
             fn()
-        if state.event_store.backend != "memory":
+        if state.event_store.needs_follower:
             state.follower = Follower(app, state.dispatcher, self.logger)
             state.follower.start()
 
@@ -564,15 +561,7 @@ class ShimmieStack:
 
     def _state(self, app: Flask | None = None, *, start: bool = True) -> AppState:
         state = self._state_of(self._app(app))
-        if state.pid != os.getpid():
-            state.after_fork()
-        if start and not state.started:
-            if not state.settings.auto_startup and not state.starting:
-                raise ShimmieError(
-                    "The stack has not started and SHIMMIE_AUTO_STARTUP is False; call stack.startup()."
-                )
-            self.startup(state.app)
-        return state
+        return state.ready() if start else state.for_this_process()
 
 
 def _by_name(pairs: list[tuple[str, Receiver]]) -> dict[str, tuple[Receiver, ...]]:

@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from .dispatch import Dispatcher, Receiver
-from .errors import PiiNotConfiguredError
+from .errors import PiiNotConfiguredError, ShimmieError
 from .events import Event
 from .follower import Follower
 from .group_commit import GroupCommitter
@@ -23,8 +22,9 @@ from .pii import merge_pii
 from .recording import EventPreparer
 from .settings import Settings
 from .snapshots import Snapshotter
-from .storage import event_store_from_url, pii_store_from_url
+from .storage import open_storage
 from .storage.interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore
+from .storage.process import fork_generation
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
@@ -35,24 +35,17 @@ class AppState:
 
     def __init__(self, stack: ShimmieStack, app: Flask, settings: Settings, logger: logging.Logger) -> None:
         self.stack = stack
+        self.registry = stack.registry
         self.app = app
         self.settings = settings
         self.logger = logger
-        self.event_store: EventStore = event_store_from_url(
-            settings.event_store, instance_path=app.instance_path
-        )
-        self.pii_colocated = settings.pii_store is None
-        self.pii_store: PiiStore | None
-        if settings.pii_store is None:
-            self.pii_store = self.event_store.colocated_pii_store()
-        elif settings.pii_store is False:
-            self.pii_store = None
-        else:
-            self.pii_store = pii_store_from_url(str(settings.pii_store), instance_path=app.instance_path)
+        self.storage = open_storage(settings, app.instance_path)
+        self.event_store: EventStore = self.storage.event_store
+        self.pii_store: PiiStore | None = self.storage.pii_store
+        self.pii_colocated = self.storage.pii_colocated
         self.dispatcher = Dispatcher(app, self.event_store, self.decode, logger)
-        # Memory has no fsync to share; durable stores group concurrent writers.
         self.committer: GroupCommitter | None = None
-        if self.event_store.backend != "memory":
+        if self.event_store.supports_group_commit:
             write_pii = self.pii_colocated and self.pii_store is not None
             self.committer = GroupCommitter(
                 lambda batches: self.event_store.append_batches(batches, write_pii=write_pii),
@@ -61,7 +54,7 @@ class AppState:
         self.snapshots = Snapshotter(self, settings.snapshot_every, logger)
         self.dispatcher.checkpoint_every = settings.snapshot_every
         self.dispatcher.on_checkpoint = self.snapshots.take
-        types = stack._types
+        types = self.registry.types
         self.preparer = EventPreparer(types.load, types.version, self.pii_store is not None)
         self.models: dict[type[Model], Model] = {}
         self.started = False
@@ -69,7 +62,28 @@ class AppState:
         self.stores_open = False
         self.start_lock = threading.RLock()
         self.follower: Follower | None = None
-        self.pid = os.getpid()
+        #: The fork generation this state was set up in (see :meth:`for_this_process`).
+        self.generation = fork_generation()
+
+    def for_this_process(self) -> AppState:
+        """This state, first forgetting a parent's threads and locks if the process was forked."""
+        if self.generation != fork_generation():
+            self.after_fork()
+        return self
+
+    def ready(self) -> AppState:
+        """This state for this process, started (``SHIMMIE_AUTO_STARTUP``) if it was not yet.
+
+        Raises :class:`ShimmieError` when it has not started and auto-startup is off.
+        """
+        self.for_this_process()
+        if not self.started:
+            if not self.settings.auto_startup and not self.starting:
+                raise ShimmieError(
+                    "The stack has not started and SHIMMIE_AUTO_STARTUP is False; call stack.startup()."
+                )
+            self.stack.startup(self.app)
+        return self
 
     # -- models and subscriptions ---------------------------------------------
 
@@ -92,20 +106,15 @@ class AppState:
         """Open the event store and the PII store (once); purge orphaned PII rows."""
         if self.stores_open:
             return
-        self.event_store.open()
-        if self.pii_store is not None and not self.pii_colocated:
-            self.pii_store.open()
-            purged = self.pii_store.purge_orphans(self.event_store.existing_event_ids)
-            if purged:
-                self.logger.warning("Purged %s PII rows whose events were never stored", purged)
+        purged = self.storage.open()
+        if purged:
+            self.logger.warning("Purged %s PII rows whose events were never stored", purged)
         self.stores_open = True
 
     def close_stores(self) -> None:
         """Close both stores (the colocated PII store closes with the event store)."""
         self.stores_open = False
-        if self.pii_store is not None and not self.pii_colocated:
-            self.pii_store.close()
-        self.event_store.close()
+        self.storage.close()
 
     def append(self, batch: AppendBatch) -> AppendResult:
         """Append ``batch`` with its PII: in one transaction when both share a database.
@@ -165,7 +174,7 @@ class AppState:
         The models and the position they reached are kept; the next startup
         opens the stores afresh here and catches up from that position.
         """
-        self.pid = os.getpid()
+        self.generation = fork_generation()
         self.follower = None
         self.started = self.starting = self.stores_open = False
         self.start_lock = threading.RLock()
@@ -174,7 +183,7 @@ class AppState:
     def decode(self, events: list[Event]) -> list[Event]:
         """Make stored events deliverable: PII merged back, payloads upcast."""
         events = self.merge_pii(events)
-        types = self.stack._types
+        types = self.registry.types
         if types.upcasters:
             events = [
                 dataclasses.replace(e, data=types.upcast(e.event_name, e.schema_version, e.data))

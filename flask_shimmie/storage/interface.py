@@ -150,6 +150,12 @@ class EventStore(Backend):
 
     #: Turns a stored ``recorded_at`` into a datetime (``None``: it already is one).
     parse_time: Callable[[Any], datetime] | None = None
+    #: Whether concurrent writers gain from sharing one transaction (one fsync or round
+    #: trip for many writes): the stack then groups them (see ``group_commit``).
+    supports_group_commit: bool = False
+    #: Whether other processes may write to this store, so that every process must
+    #: follow it in the background to see their events.
+    needs_follower: bool = False
 
     @abstractmethod
     def append_batches(

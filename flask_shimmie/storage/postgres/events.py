@@ -151,6 +151,8 @@ class PostgresEventStore(EventStore):
     """Events in ``<schema>.shimmie_events``; see the module docstring for the design."""
 
     backend = "postgresql"
+    supports_group_commit = True
+    needs_follower = True
 
     def __init__(self, url: str, *, key: str) -> None:
         self.url = url

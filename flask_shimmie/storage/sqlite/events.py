@@ -115,6 +115,8 @@ class SqliteEventStore(EventStore):
     """
 
     backend = "sqlite"
+    supports_group_commit = True
+    needs_follower = True
 
     def __init__(self, path: str, *, url: str) -> None:
         self.path = path

@@ -1,0 +1,32 @@
+"""What a stack has been given to run: models, subscribers, payload types, auth hooks.
+
+The stack owns one :class:`Registry` and hands it to each app's state, so the
+modules that need these registrations read them here rather than from the
+stack's private attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Event
+from .models import Model
+from .schemas import PayloadTypes
+
+
+@dataclass
+class Registry:
+    """The registrations of one :class:`~flask_shimmie.ShimmieStack`, shared by all its apps."""
+
+    #: Model classes, in registration order; each app builds one instance of each.
+    models: list[type[Model]] = field(default_factory=list)
+    #: ``(event_name, handler)`` of the plain function subscribers.
+    functions: list[tuple[str, Callable[[Event], Any]]] = field(default_factory=list)
+    #: Event schemas and upcasters.
+    types: PayloadTypes = field(default_factory=PayloadTypes)
+    #: ``fn() -> identity | None`` (``@stack.authenticator``).
+    authenticator: Callable[[], Any] | None = None
+    #: ``check(identity) -> bool`` guarding the admin API (``@stack.admin_authorizer``).
+    admin_authorizer: Callable[[Any], bool] | None = None
