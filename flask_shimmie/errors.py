@@ -26,7 +26,7 @@ from werkzeug.exceptions import (
 
 from .events import ExpectedVersion
 
-logger = logging.getLogger("flask_shimmie")
+logger = logging.getLogger(__name__)
 
 
 class ShimmieError(Exception):

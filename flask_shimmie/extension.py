@@ -63,7 +63,7 @@ class ShimmieStack:
     """
 
     def __init__(self, app: Flask | None = None, *, logger: logging.Logger | None = None) -> None:
-        self.logger = logger or logging.getLogger("flask_shimmie")
+        self.logger = logger or logging.getLogger(__name__)
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._api_version: str | None = None
         self._mounts: list[_Mount] = []
@@ -111,7 +111,7 @@ class ShimmieStack:
         self._apps.add(app)
 
     def set_logger(self, logger: logging.Logger) -> ShimmieStack:
-        """Log through ``logger`` instead of ``logging.getLogger("flask_shimmie")``. Chainable."""
+        """Log through ``logger`` instead of the package's own (``flask_shimmie.extension``). Chainable."""
         self.logger = logger
         for app in list(self._apps):
             state = app.extensions["shimmie"]

@@ -17,7 +17,6 @@ cast with ``data::jsonb``.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,8 +33,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import ConfigurationError, StoreUnavailableError
 from ..process import ProcessLocal
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
