@@ -191,5 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text)
     if args.results:
-        Path(args.results).write_text(text, encoding="utf-8")
+        path = Path(args.results)
+        kept = kept_sections(path.read_text(encoding="utf-8")) if path.exists() else ""
+        path.write_text(text + kept, encoding="utf-8")
     return 0
+
+
+#: The heading from which a results file is written by hand and kept across runs.
+KEPT_HEADING = "## Measurements behind the design"
+
+
+def kept_sections(previous: str) -> str:
+    """What a run keeps of the previous results file: everything from :data:`KEPT_HEADING` on."""
+    at = previous.find(KEPT_HEADING)
+    return "" if at < 0 else "\n" + previous[at:]

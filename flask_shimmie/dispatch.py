@@ -336,7 +336,7 @@ class Dispatcher:
         dividing at every event. With ``release`` (a page nobody else holds)
         each event leaves the list once applied, so it is freed at once
         rather than surviving into the garbage collector's older generations,
-        whose full passes cost a long replay about a tenth of its time.
+        whose full passes are costly in a long replay.
         """
         table = self._receivers
         checkpoint_every = self.checkpoint_every

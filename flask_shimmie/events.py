@@ -119,8 +119,8 @@ def _stored_event_builder() -> Callable[
 
 #: Build an :class:`Event` from values a store has already checked: the hot path.
 #: It fills the slots directly instead of going through the frozen dataclass's
-#: ``__init__`` (one ``object.__setattr__`` per field), which halves the cost of
-#: every event a replay or a write builds. All twelve fields are positional and
+#: ``__init__`` (one ``object.__setattr__`` per field), the larger part of the
+#: cost of every event a replay or a write builds. All twelve fields are positional and
 #: required, in :class:`Event`'s order; the result is an ordinary :class:`Event`.
 stored_event = _stored_event_builder()
 

@@ -7,12 +7,13 @@ and that every ratio is a positive number are checked.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("eventsourcing", reason='eventsourcing is not installed (pip install -e ".[bench]")')
 
-from benchmarks.cli import QUICK, backends_of, main, parse_args, run, settings_from  # noqa: E402
+from benchmarks.cli import KEPT_HEADING, QUICK, backends_of, main, parse_args, run, settings_from  # noqa: E402
 from benchmarks.harness import format_table  # noqa: E402
 from benchmarks.suite import BULK_SCENARIO, SCENARIOS  # noqa: E402
 
@@ -54,3 +55,21 @@ def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert "| 4 replay" in out and "| memory" in out
     assert "Command: `python -m benchmarks memory --quick" in out
+
+
+def test_a_results_file_keeps_its_hand_written_section(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        f"# old table\n\n| old | row |\n\n{KEPT_HEADING}\n\n| choice | figure |\n", encoding="utf-8"
+    )
+
+    status = main(
+        ["memory", "--quick", "--events", "200", "--duration", "0.05", "--threads", "2", "--quiet"]
+        + ["--results", str(results)]
+    )
+
+    text = results.read_text(encoding="utf-8")
+    assert status == 0
+    assert "| old | row |" not in text
+    assert "| 4 replay" in text
+    assert text.count(KEPT_HEADING) == 1 and text.endswith("| choice | figure |\n")

@@ -29,7 +29,7 @@ _scan = c_make_scanner(json.JSONDecoder()) if c_make_scanner is not None else No
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` for the JSON text stores hold, about a third faster.
+    """``json.loads`` for the JSON text stores hold, without its Python wrappers.
 
     Replay decodes every stored payload, so it calls the C scanner directly,
     skipping ``json.loads``' Python wrappers; anything it does not consume

@@ -211,7 +211,8 @@ class EventStore(Backend):
         :data:`REPLAY_CHUNK_SIZE` events at a time: each chunk's events are
         applied and freed before the next chunk exists, so they die young
         instead of reaching the garbage collector's older generations, whose
-        full passes cost a long replay about a tenth of its time.
+        full passes otherwise take a noticeable share of a long replay
+        (figures in benchmarks/RESULTS.md).
         """
         rows = self.read_rows(after, REPLAY_PAGE_SIZE)
         for start in range(0, len(rows), REPLAY_CHUNK_SIZE):

@@ -8,8 +8,8 @@ shares its event store's instance, hence its pool, so
 ``append(write_pii=True)`` writes the PII rows in the event transaction.
 
 JSON is kept in ``text`` columns, not ``jsonb``: reading ``jsonb`` makes the
-server re-serialise every value (paging through events takes about twice as
-long; see benchmarks/RESULTS.md), and ``jsonb`` reorders object keys and
+server re-serialise every value (reads take markedly longer; see
+benchmarks/RESULTS.md), and ``jsonb`` reorders object keys and
 normalises numbers, so reads would not give back the dicts the memory store
 gives. Nothing queries inside the JSON server-side; an ad-hoc query can still
 cast with ``data::jsonb``.
@@ -105,8 +105,7 @@ def _configure(conn: PooledConnection) -> None:
     # Every query the stores make is an index probe or an index range, but a
     # young table has no statistics (autovacuum analyses it a minute later at
     # the earliest) and the planner then scans it whole, slower with every
-    # row: writes to a fresh schema fell from 8k to 2k events/s within
-    # seconds. This only makes scans a last resort; a query without a usable
+    # row, so writes to a fresh schema slow down within seconds. This only makes scans a last resort; a query without a usable
     # index (counting events by name) still scans.
     conn.execute("SET enable_seqscan = off")
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED

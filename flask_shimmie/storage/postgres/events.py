@@ -16,15 +16,14 @@ Global order without gaps
     rollback and hands out numbers in start order rather than commit order,
     which is exactly how tailing readers skip events.
 
-One write, four statements
-    ``BEGIN; SELECT pg_advisory_xact_lock(...)`` (one message); one ``SELECT`` returning the last
-    position, the versions of the streams involved and the already stored
-    events among the batch's ids; after planning, one statement inserting the
-    events (``INSERT ... SELECT FROM unnest(...)``) and the PII rows and
-    calling ``pg_notify``; ``COMMIT``. Every round trip made while the lock
-    is held delays every other writer, so they are kept few: psycopg's
-    pipeline mode measured no faster here, its per-statement overhead eating
-    the round trips it saves. Threads of one process queue on a local mutex
+One write, two round trips
+    Pipelined (psycopg's pipeline mode): ``BEGIN``, the writer lock, and one
+    ``SELECT`` returning the last position, the versions of the streams
+    involved and the already stored events among the batch's ids; then, after
+    planning, one statement inserting the events (``INSERT ... SELECT FROM
+    unnest(...)``) and the PII rows and calling ``pg_notify``, and ``COMMIT``.
+    Every round trip made while the lock is held delays every other writer,
+    so they are kept few. Threads of one process queue on a local mutex
     before that, rather than each holding a connection in the server's lock
     queue. Notifications are delivered at commit, so a listener never hears
     of an uncommitted position.
