@@ -27,7 +27,7 @@ from flask_shimmie import ShimmieStack
 from flask_shimmie.follower import Follower
 from flask_shimmie.state import AppState
 from flask_shimmie.storage.memory import MemoryEventStore, MemoryPiiStore
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
+from tests.storage.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 BACKENDS = [
     pytest.param("memory", id="memory"),

@@ -677,7 +677,7 @@ def fresh_store_url(backend: str, tmp_path: Path) -> Iterator[str]:
         return
     import uuid
 
-    from tests.stores.conftest import drop_postgres_schema, postgres_base_url, with_query
+    from tests.storage.conftest import drop_postgres_schema, postgres_base_url, with_query
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     try:

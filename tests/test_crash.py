@@ -44,7 +44,7 @@ from tests.serving import (
     spread,
     stored_events,
 )
-from tests.stores.conftest import require_backend
+from tests.storage.conftest import require_backend
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -28,7 +28,7 @@ from flask_shimmie import (
 )
 from tests.conftest import Journal
 from tests.helpers import append_raw
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
+from tests.storage.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 
 class Versions(Model):

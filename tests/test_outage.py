@@ -47,7 +47,7 @@ from tests.serving import (
     spread,
     stored_events,
 )
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
+from tests.storage.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 pytestmark = pytest.mark.postgres
 

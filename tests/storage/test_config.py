@@ -8,7 +8,7 @@ import pytest
 
 from flask_shimmie.errors import ConfigurationError, StoreUnavailableError
 from flask_shimmie.storage import event_store_from_url, pii_store_from_url
-from tests.stores.conftest import postgres_base_url, require_backend
+from tests.storage.conftest import postgres_base_url, require_backend
 
 BAD_URLS = [
     pytest.param("mysql://user@localhost/db", None, id="unknown-scheme"),
@@ -50,7 +50,7 @@ def _import_postgres_modules() -> None:
         try:
             __import__(module)
         except ImportError as error:
-            from tests.stores.conftest import skip_or_fail
+            from tests.storage.conftest import skip_or_fail
 
             skip_or_fail(f"{module} does not import yet: {error}")
 
