@@ -27,18 +27,7 @@ from flask_shimmie import ShimmieStack
 from flask_shimmie.follower import Follower
 from flask_shimmie.state import AppState
 from flask_shimmie.storage.memory import MemoryEventStore, MemoryPiiStore
-from tests.storage.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
-
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
-
-DURABLE_BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
+from tests.backends import BACKENDS, DURABLE_BACKENDS, FreshDatabases, postgres_base_url, require_backend
 
 #: Where the PII goes: beside the events (``SHIMMIE_PII_STORE=None``) or in a store of its own.
 PLACEMENTS = [pytest.param("colocated", id="colocated"), pytest.param("separate", id="separate")]
@@ -53,11 +42,12 @@ class Backend:
 
     name: str
     tmp_path: Path
-    schemas: list[str] = field(default_factory=list)
+    databases: FreshDatabases = field(init=False)
     event_url: str = ""
     pii_url: str = ""
 
     def __post_init__(self) -> None:
+        self.databases = FreshDatabases(self.name, self.tmp_path)
         self.event_url = self.fresh_url("events")
         self.pii_url = self.fresh_url("pii")
 
@@ -66,14 +56,8 @@ class Backend:
         return self.name != "memory"
 
     def fresh_url(self, label: str) -> str:
-        """A URL naming a new, empty database of this backend."""
-        if self.name == "memory":
-            return "memory://"
-        if self.name == "sqlite":
-            return f"sqlite:///{self.tmp_path}/{label}-{uuid.uuid4().hex[:8]}.db"
-        schema = f"t_{uuid.uuid4().hex[:16]}"
-        self.schemas.append(schema)
-        return with_query(postgres_base_url(), schema=schema)
+        """A URL naming a new, empty database of this backend (dropped after the test)."""
+        return self.databases.url(f"{label}-{uuid.uuid4().hex[:8]}")
 
     def config(self, placement: str = "colocated") -> dict[str, Any]:
         """``SHIMMIE_*`` config for ``placement``: ``colocated``, ``separate`` or ``off``."""
@@ -252,8 +236,7 @@ def _backend(name: str, tmp_path: Path, made: MadeApps) -> Iterator[Backend]:
         yield found
     finally:
         _shut_down(made)
-        for schema in found.schemas:
-            drop_postgres_schema(schema)
+        found.databases.drop()
 
 
 @pytest.fixture(name="backend", params=BACKENDS)

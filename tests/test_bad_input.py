@@ -48,6 +48,7 @@ from flask_shimmie import (
     subscribe,
 )
 from flask_shimmie.storage import event_store_from_url
+from tests.backends import DURABLE_BACKENDS
 from tests.helpers import songs_app
 from tests.pii_backends import (
     Backend,
@@ -764,9 +765,7 @@ def test_valid_odd_values_round_trip_over_http(backend: Backend, made_apps: Made
         assert summary(read(stack, app)) == before
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS, indirect=True)
 @pytest.mark.parametrize(
     "body",
     [

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM, Expected
 from flask_shimmie.storage.interface import EventStore, PendingEvent
-from tests.storage.conftest import require_durable
+from tests.backends import require_durable
 from tests.storage.helpers import batch, new_event_id, pending, positions, run_in_threads, versions_by_stream
 from tests.storage.workers import CONTEXT, Workers
 

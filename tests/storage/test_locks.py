@@ -10,7 +10,7 @@ import pytest
 
 from flask_shimmie.errors import ObjectLockedError
 from flask_shimmie.storage.interface import EventStore
-from tests.storage.conftest import require_durable
+from tests.backends import require_durable
 from tests.storage.helpers import append_one, run_in_threads
 from tests.storage.workers import CONTEXT, Workers
 

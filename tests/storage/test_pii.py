@@ -11,7 +11,7 @@ import pytest
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import AppendResult, EventStore, PiiRecord, PiiStore
-from tests.storage.conftest import require_durable
+from tests.backends import require_durable
 from tests.storage.helpers import PII_PLACEHOLDER, batch, new_event_id, pending, pending_with_pii
 
 EMAIL = "zoë.secret@example.com"

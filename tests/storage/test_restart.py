@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import EventStore
-from tests.storage.conftest import require_durable
+from tests.backends import require_durable
 from tests.storage.helpers import append_one, batch, pending, pending_with_pii, positions
 
 

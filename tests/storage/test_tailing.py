@@ -8,7 +8,7 @@ import time
 import pytest
 
 from flask_shimmie.storage.interface import EventStore
-from tests.storage.conftest import require_durable
+from tests.backends import require_durable
 from tests.storage.helpers import append_one, batch, new_event_id, pending, run_in_threads
 from tests.storage.workers import CONTEXT, Workers
 
