@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_shimmie import Event, Model, ShimmieStack, subscribe
+from flask_shimmie import ShimmieStack
 from flask_shimmie.follower import Follower
 from tests.backends import BACKENDS, DURABLE_BACKENDS
+from tests.helpers import Journal
 from tests.pii_backends import AppFactory, Backend, MadeApps, fresh_backend, shut_down
 
 pytest_plugins = ["pytester"]
@@ -30,17 +31,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="also run the long soak and crash tests (marked slow); SHIMMIE_RUN_SLOW=1 does the same",
     )
-
-
-class Journal(Model):
-    """Records every event it receives, for assertions."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    @subscribe("*")
-    def record(self, event: Event) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from flask_shimmie import (
     subscribe,
 )
 from tests.backends import fresh_store_url, require_backend
-from tests.conftest import Journal
-from tests.helpers import append_raw
+from tests.helpers import Journal, append_raw
 
 
 class Versions(Model):

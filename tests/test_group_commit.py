@@ -14,7 +14,7 @@ from flask import Flask
 from flask_shimmie import NO_STREAM, ShimmieError, ShimmieStack, StreamVersionError
 from flask_shimmie.group_commit import GroupCommitter
 from flask_shimmie.storage.interface import AppendBatch, AppendResult
-from tests.conftest import Journal
+from tests.helpers import Journal
 
 
 def _batch(tag: str) -> AppendBatch:

@@ -31,8 +31,7 @@ from flask_shimmie import (
 )
 from flask_shimmie.state import AppState
 from flask_shimmie.storage.interface import PiiRecord, PiiStore
-from tests.conftest import Journal
-from tests.helpers import songs_app
+from tests.helpers import Journal, songs_app
 from tests.pii_backends import (
     PII_COLUMNS,
     PLACEMENTS,

@@ -17,7 +17,7 @@ from flask_shimmie import (
     NewEvent,
     ShimmieStack,
 )
-from tests.conftest import Journal
+from tests.helpers import Journal
 from tests.pii_backends import (
     AppFactory,
     Backend,
