@@ -9,7 +9,19 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
+from flask_shimmie import Event, Model, subscribe
 from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEvent
+
+
+class Journal(Model):
+    """Records every event it receives, for assertions."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    @subscribe("*")
+    def record(self, event: Event) -> None:
+        self.events.append(event)
 
 
 def append_raw(store: EventStore, stream_id: str, event_name: str, data: dict[str, Any] | None = None) -> int:

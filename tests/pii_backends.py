@@ -1,13 +1,14 @@
-"""Backends for the PII, schema and upcasting tests: a fresh event store (and PII store) per test.
+"""Backends for the PII, schema, upcasting and bad-input tests: fresh databases, read raw.
 
-``backend`` is parametrised over memory, SQLite and PostgreSQL. It hands out store URLs (a file
-under ``tmp_path`` for SQLite, a schema of its own for PostgreSQL, dropped after the test) and
-reads what the stores really hold, behind the stack's back: the raw rows of ``shimmie_events``
-and of every ``shimmie_pii`` table (for memory, the stores' internal rows).
+:class:`Backend` is one backend of :data:`tests.backends.BACKENDS` for one test. It hands out
+store URLs (a file under ``tmp_path`` for SQLite, a schema of its own for PostgreSQL, dropped
+after the test) and reads what the stores really hold, behind the stack's back: the raw rows of
+``shimmie_events`` and of every ``shimmie_pii`` table (for memory, the stores' internal rows).
 
-``make_app`` builds Flask apps on a stack and shuts every one down after the test, before the
-PostgreSQL schemas are dropped. A test module uses the fixtures by importing ``*_fixture``
-(they are registered under their ``name=``).
+The fixtures that hand these out live in ``tests/conftest.py``: ``pii_backend`` (every backend),
+``durable_pii_backend`` (SQLite and PostgreSQL), ``made_apps`` and ``make_pii_app``, which builds
+Flask apps on a stack and shuts every one down after the test, before the PostgreSQL schemas are
+dropped (:func:`fresh_backend`).
 """
 
 from __future__ import annotations
@@ -24,21 +25,9 @@ import pytest
 from flask import Flask
 
 from flask_shimmie import ShimmieStack
-from flask_shimmie.follower import Follower
 from flask_shimmie.state import AppState
 from flask_shimmie.storage.memory import MemoryEventStore, MemoryPiiStore
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
-
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
-
-DURABLE_BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
+from tests.backends import FreshDatabases, postgres_base_url, require_backend
 
 #: Where the PII goes: beside the events (``SHIMMIE_PII_STORE=None``) or in a store of its own.
 PLACEMENTS = [pytest.param("colocated", id="colocated"), pytest.param("separate", id="separate")]
@@ -53,11 +42,12 @@ class Backend:
 
     name: str
     tmp_path: Path
-    schemas: list[str] = field(default_factory=list)
+    databases: FreshDatabases = field(init=False)
     event_url: str = ""
     pii_url: str = ""
 
     def __post_init__(self) -> None:
+        self.databases = FreshDatabases(self.name, self.tmp_path)
         self.event_url = self.fresh_url("events")
         self.pii_url = self.fresh_url("pii")
 
@@ -66,14 +56,8 @@ class Backend:
         return self.name != "memory"
 
     def fresh_url(self, label: str) -> str:
-        """A URL naming a new, empty database of this backend."""
-        if self.name == "memory":
-            return "memory://"
-        if self.name == "sqlite":
-            return f"sqlite:///{self.tmp_path}/{label}-{uuid.uuid4().hex[:8]}.db"
-        schema = f"t_{uuid.uuid4().hex[:16]}"
-        self.schemas.append(schema)
-        return with_query(postgres_base_url(), schema=schema)
+        """A URL naming a new, empty database of this backend (dropped after the test)."""
+        return self.databases.url(f"{label}-{uuid.uuid4().hex[:8]}")
 
     def config(self, placement: str = "colocated") -> dict[str, Any]:
         """``SHIMMIE_*`` config for ``placement``: ``colocated``, ``separate`` or ``off``."""
@@ -222,66 +206,27 @@ def assert_absent(rows: list[dict[str, Any]], *secrets: str) -> None:
     assert not leaked, f"{leaked} found in the raw rows: {text}"
 
 
+#: The apps a test built, with their stacks: shut down before the backend's databases are dropped.
 MadeApps = list[tuple[ShimmieStack, Flask]]
 
+#: ``make_pii_app(stack, **config)``: a testing app with ``stack`` on it.
+AppFactory = Callable[..., Flask]
 
-def _shut_down(made: MadeApps) -> None:
+
+def shut_down(made: MadeApps) -> None:
+    """Shut down every app in ``made``, the last built first, and empty it."""
     while made:
         stack, app = made.pop()
         stack.shutdown(app)
 
 
-@pytest.fixture(name="made_apps")
-def made_apps_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[MadeApps]:
-    """The apps ``make_app`` built; shut down before the backend's databases are dropped.
-
-    Their background followers (which apply events written by *other* processes) are not
-    started: every app here reads what it wrote itself, or what was stored before it started,
-    and stopping a follower costs up to a second (it waits on the store in 1 s slices).
-    """
-    monkeypatch.setattr(Follower, "start", lambda self: None)
-    made: MadeApps = []
-    yield made
-    _shut_down(made)
-
-
-def _backend(name: str, tmp_path: Path, made: MadeApps) -> Iterator[Backend]:
+def fresh_backend(name: str, tmp_path: Path, made: MadeApps) -> Iterator[Backend]:
+    """Skip (or in CI fail) unless ``name`` is there; then a :class:`Backend` with fresh, empty
+    databases. Afterwards the apps in ``made`` are shut down, then the databases dropped."""
     require_backend(name)
     found = Backend(name, tmp_path)
     try:
         yield found
     finally:
-        _shut_down(made)
-        for schema in found.schemas:
-            drop_postgres_schema(schema)
-
-
-@pytest.fixture(name="backend", params=BACKENDS)
-def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path, made_apps: MadeApps) -> Iterator[Backend]:
-    """A backend with fresh, empty databases for this test."""
-    yield from _backend(request.param, tmp_path, made_apps)
-
-
-@pytest.fixture(name="durable_backend", params=DURABLE_BACKENDS)
-def durable_backend_fixture(
-    request: pytest.FixtureRequest, tmp_path: Path, made_apps: MadeApps
-) -> Iterator[Backend]:
-    """SQLite or PostgreSQL: a backend another app (a restart) can open again."""
-    yield from _backend(request.param, tmp_path, made_apps)
-
-
-AppFactory = Callable[..., Flask]
-
-
-@pytest.fixture(name="make_app")
-def make_app_fixture(made_apps: MadeApps) -> AppFactory:
-    """``make_app(stack, **config)``: a testing app with ``stack`` on it, shut down after the test."""
-
-    def make(stack: ShimmieStack, **config: Any) -> Flask:
-        app = Flask(f"pii_test_app_{len(made_apps)}")
-        app.config.update(TESTING=True, **config)
-        stack.init_app(app)
-        made_apps.append((stack, app))
-        return app
-
-    return make
+        shut_down(made)
+        found.databases.drop()

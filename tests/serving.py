@@ -668,24 +668,6 @@ def raw_pii_rows(store_url: str) -> tuple[dict[str, str | None], set[str]]:
     return events, pii
 
 
-@contextmanager
-def fresh_store_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A URL naming a new, empty store: ``sqlite:///<tmp>/songs.db``, or a PostgreSQL schema of its
-    own (``?schema=t_<hex>``) that is dropped afterwards. The caller checks the backend is there."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'songs.db'}"
-        return
-    import uuid
-
-    from tests.stores.conftest import drop_postgres_schema, postgres_base_url, with_query
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        yield with_query(postgres_base_url(), schema=schema)
-    finally:
-        drop_postgres_schema(schema)
-
-
 class ClientThreads:
     """Client threads that run :meth:`_run` (with their number) until stopped."""
 

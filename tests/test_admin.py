@@ -10,7 +10,7 @@ from flask import Flask, request
 from flask.testing import FlaskClient
 
 from flask_shimmie import ShimmieStack
-from tests.conftest import Journal
+from tests.helpers import Journal
 
 ADMIN = {"Authorization": "Bearer admin"}
 USER = {"Authorization": "Bearer user"}

@@ -48,13 +48,11 @@ from flask_shimmie import (
     subscribe,
 )
 from flask_shimmie.storage import event_store_from_url
+from tests.backends import DURABLE_BACKENDS
 from tests.helpers import songs_app
 from tests.pii_backends import (
     Backend,
     MadeApps,
-    backend_fixture,  # noqa: F401 - the "backend" fixture
-    durable_backend_fixture,  # noqa: F401 - the "durable_backend" fixture
-    made_apps_fixture,  # noqa: F401 - the "made_apps" fixture
 )
 
 #: SHIMMIE_MAX_REQUEST_SIZE of the app built here: room for 10 kB stream ids in a JSON body.
@@ -380,11 +378,11 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("body", BAD_BODIES)
 def test_bad_json_body_is_a_4xx_and_records_nothing(
-    backend: Backend, made_apps: MadeApps, body: bytes
+    pii_backend: Backend, made_apps: MadeApps, body: bytes
 ) -> None:
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     for response in (
         post_json(client, "/bad/data/s1/BODY", body),
         post_chunked(client, "/bad/data/s1/BODY", body),
@@ -392,14 +390,14 @@ def test_bad_json_body_is_a_4xx_and_records_nothing(
     ):
         error = assert_json_error(response, 400, 413)
         assert response.status_code == (413 if len(body) > LIMIT else 400), error
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     good_request_works(client, stack, app)
 
 
-def test_bodies_without_json_content_get_a_4xx(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_bodies_without_json_content_get_a_4xx(pii_backend: Backend, made_apps: MadeApps) -> None:
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     assert_json_error(client.post("/bad/data/s1/BODY"), 400, 415)
     assert_json_error(client.post("/bad/data/s1/BODY", data=b'{"a": 1}', content_type="text/plain"), 400, 415)
     assert_json_error(client.post("/bad/data/s1/BODY", data={"a": "1"}), 400, 415)  # a form
@@ -413,7 +411,7 @@ def test_bodies_without_json_content_get_a_4xx(backend: Backend, made_apps: Made
             environ_overrides={"CONTENT_LENGTH": length},
         )
         assert_json_error(response, 400)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     good_request_works(client, stack, app)
 
 
@@ -461,16 +459,16 @@ DEEP_BODIES = [
 
 
 @pytest.mark.parametrize("body", DEEP_BODIES)
-def test_deeply_nested_json_body_is_a_400(backend: Backend, made_apps: MadeApps, body: bytes) -> None:
-    stack, app = make(backend, made_apps, SHIMMIE_MAX_REQUEST_SIZE=SONGS_LIMIT)
+def test_deeply_nested_json_body_is_a_400(pii_backend: Backend, made_apps: MadeApps, body: bytes) -> None:
+    stack, app = make(pii_backend, made_apps, SHIMMIE_MAX_REQUEST_SIZE=SONGS_LIMIT)
     client = app.test_client()
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     for response in (
         post_json(client, "/bad/data/s1/DEEP", body),
         post_chunked(client, "/bad/data/s1/DEEP", body),
     ):
         assert_json_error(response, 400)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     good_request_works(client, stack, app)
 
 
@@ -527,11 +525,11 @@ def _bad_field_bodies() -> list[Any]:
 
 @pytest.mark.parametrize("body", _bad_field_bodies())
 def test_bad_event_fields_over_http_are_a_4xx_and_record_nothing(
-    backend: Backend, made_apps: MadeApps, body: dict[str, Any]
+    pii_backend: Backend, made_apps: MadeApps, body: dict[str, Any]
 ) -> None:
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     response = client.post("/bad/events", json=body)
     error = assert_json_error(response, 400, 422)
     if body["event_name"] == "TYPED":
@@ -539,17 +537,19 @@ def test_bad_event_fields_over_http_are_a_4xx_and_record_nothing(
         assert set(error["errors"]) == {"data"}
     else:
         assert response.status_code == 400
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     good_request_works(client, stack, app)
 
 
-def test_huge_and_stale_expected_versions_over_http_are_409(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_huge_and_stale_expected_versions_over_http_are_409(
+    pii_backend: Backend, made_apps: MadeApps
+) -> None:
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
     assert (
         client.post("/bad/events", json={"stream_id": "s1", "event_name": "E", "data": {}}).status_code == 201
     )
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     for expected, shown in [(2**70, 2**70), (2**63, 2**63), (2, 2), ("NO_STREAM", "NO_STREAM")]:
         body = {"stream_id": "s1", "event_name": "E", "data": {}, "expected_version": expected}
         error = assert_json_error(client.post("/bad/events", json=body), 409)
@@ -557,7 +557,7 @@ def test_huge_and_stale_expected_versions_over_http_are_409(backend: Backend, ma
     for version in (2**70, 0, -1, True, 1.0, "1"):
         response = client.put("/bad/renames/s1", json={"title": "t", "version": version})
         assert_json_error(response, 409 if version == 2**70 else 422)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     good_request_works(client, stack, app)
 
 
@@ -733,8 +733,8 @@ VALID_ODD_DATA: dict[str, Any] = {
 }
 
 
-def test_valid_odd_values_round_trip_over_http(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_valid_odd_values_round_trip_over_http(pii_backend: Backend, made_apps: MadeApps) -> None:
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
     sent = []
     for stream_id in [*SQL_FRAGMENTS, "\U0001f3b5" * 255, "s" * 255, "é"]:
@@ -757,16 +757,14 @@ def test_valid_odd_values_round_trip_over_http(backend: Backend, made_apps: Made
         assert [canonical(e.data) for e in stack.model(Seen).events] == [canonical(VALID_ODD_DATA)] * len(
             sent
         )
-    assert len(backend.raw_event_rows(app)) == len(sent)
-    if backend.durable:
+    assert len(pii_backend.raw_event_rows(app)) == len(sent)
+    if pii_backend.durable:
         before = summary(events)
-        stack, app = restart(backend, made_apps, stack, app)
+        stack, app = restart(pii_backend, made_apps, stack, app)
         assert summary(read(stack, app)) == before
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
+@pytest.mark.parametrize("pii_backend", DURABLE_BACKENDS, indirect=True)
 @pytest.mark.parametrize(
     "body",
     [
@@ -783,12 +781,12 @@ def test_valid_odd_values_round_trip_over_http(backend: Backend, made_apps: Made
     ],
 )
 def test_lone_surrogates_over_http_on_durable_backends(
-    backend: Backend, made_apps: MadeApps, body: bytes
+    pii_backend: Backend, made_apps: MadeApps, body: bytes
 ) -> None:
-    _check_lone_surrogate_body(backend, made_apps, body)
+    _check_lone_surrogate_body(pii_backend, made_apps, body)
 
 
-@pytest.mark.parametrize("backend", ["memory"], indirect=True)
+@pytest.mark.parametrize("pii_backend", ["memory"], indirect=True)
 @pytest.mark.parametrize(
     "body",
     [
@@ -798,8 +796,8 @@ def test_lone_surrogates_over_http_on_durable_backends(
         ),
     ],
 )
-def test_lone_surrogates_over_http_on_memory(backend: Backend, made_apps: MadeApps, body: bytes) -> None:
-    _check_lone_surrogate_body(backend, made_apps, body)
+def test_lone_surrogates_over_http_on_memory(pii_backend: Backend, made_apps: MadeApps, body: bytes) -> None:
+    _check_lone_surrogate_body(pii_backend, made_apps, body)
 
 
 def _check_lone_surrogate_body(backend: Backend, made_apps: MadeApps, body: bytes) -> None:
@@ -822,8 +820,8 @@ def _check_lone_surrogate_body(backend: Backend, made_apps: MadeApps, body: byte
     good_request_works(client, stack, app)
 
 
-def test_sql_fragments_in_admin_queries_match_exactly(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_sql_fragments_in_admin_queries_match_exactly(pii_backend: Backend, made_apps: MadeApps) -> None:
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
     with app.app_context():
         for fragment in SQL_FRAGMENTS:
@@ -845,13 +843,13 @@ def test_sql_fragments_in_admin_queries_match_exactly(backend: Backend, made_app
         assert response.status_code == 200 and response.get_json()["events"] == []
     for query in ("after=-1", "after=x", "limit=0", "limit=1001", "limit=-5", "after=1.5", "limit=%00"):
         assert_json_error(client.get(f"/admin/events?{query}"), 400)
-    assert len(backend.raw_event_rows(app)) == len(SQL_FRAGMENTS) + 1
+    assert len(pii_backend.raw_event_rows(app)) == len(SQL_FRAGMENTS) + 1
 
 
 def test_admin_after_past_the_last_position_is_empty(
-    backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
+    pii_backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
 ) -> None:
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     client = app.test_client()
     with app.app_context():
         stack.record_unchecked_event("s1", "E", {})
@@ -898,10 +896,10 @@ def _bad_song_bodies() -> list[Any]:
     return [pytest.param(body, id=name) for name, body in cases]
 
 
-def test_songs_bad_bodies_are_a_4xx_and_record_nothing(backend: Backend, made_apps: MadeApps) -> None:
-    app = make_songs(backend, made_apps)
+def test_songs_bad_bodies_are_a_4xx_and_record_nothing(pii_backend: Backend, made_apps: MadeApps) -> None:
+    app = make_songs(pii_backend, made_apps)
     client = app.test_client()
-    before = songs_counts(backend, app)
+    before = songs_counts(pii_backend, app)
     for param in _bad_song_bodies():
         (body,) = param.values
         response = client.post("/v1/songs", data=json.dumps(body), content_type="application/json")
@@ -917,12 +915,12 @@ def test_songs_bad_bodies_are_a_4xx_and_record_nothing(backend: Backend, made_ap
     assert_json_error(post_chunked(client, "/v1/songs", padded), 413)
     assert_json_error(post_chunked(client, "/v1/songs", padded, terminated=False), 413)
     assert_json_error(post_json(client, "/v1/songs", b" " * (3 * SONGS_LIMIT)), 413)
-    assert songs_counts(backend, app) == before
+    assert songs_counts(pii_backend, app) == before
     # The server still serves: a good song, then bad renames and deletes of it.
     created = client.post("/v1/songs", json=SONG)
     assert created.status_code == 201, created.get_data(as_text=True)
     location = created.headers["Location"]
-    after_create = songs_counts(backend, app)
+    after_create = songs_counts(pii_backend, app)
     bad_renames: list[Any] = [
         {"title": "t", "version": v} for v in (True, False, 1.0, 1.5, "1", -1, 0, None, [], {}, -(2**70))
     ]
@@ -941,7 +939,7 @@ def test_songs_bad_bodies_are_a_4xx_and_record_nothing(backend: Backend, made_ap
         assert_json_error(client.put(f"/v1/songs/{song_id}", json={"title": "t", "version": 1}), 404)
         assert_json_error(client.delete(f"/v1/songs/{song_id}"), 404)
         assert_json_error(client.get(f"/v1/songs/{song_id}"), 404)
-    assert songs_counts(backend, app) == after_create
+    assert songs_counts(pii_backend, app) == after_create
     renamed = client.put(location, json={"title": "Hello again", "version": 1})
     assert renamed.status_code == 200 and renamed.get_json()["title"] == "Hello again"
 
@@ -993,16 +991,16 @@ def _clearly_invalid_song(body: Any) -> bool:
     )
 
 
-def test_generated_song_bodies(backend: Backend, made_apps: MadeApps) -> None:
+def test_generated_song_bodies(pii_backend: Backend, made_apps: MadeApps) -> None:
     """201 with the song read back exactly, or a 4xx recording nothing; never a 500."""
-    app = make_songs(backend, made_apps)
+    app = make_songs(pii_backend, made_apps)
     client = app.test_client()
     created: list[tuple[str, Any]] = []
 
     @FEW
     @given(body=song_bodies)
     def check(body: Any) -> None:
-        before = songs_counts(backend, app)
+        before = songs_counts(pii_backend, app)
         response = client.post("/v1/songs", data=json.dumps(body), content_type="application/json")
         if _clearly_valid_song(body):
             assert response.status_code == 201, response.get_data(as_text=True)
@@ -1014,10 +1012,10 @@ def test_generated_song_bodies(backend: Backend, made_apps: MadeApps) -> None:
                 [body[k] for k in ("title", "artist", "year")]
             )
             created.append((response.headers["Location"], body))
-            assert songs_counts(backend, app)[:2] == (before[0] + 1, before[1] + 1)
+            assert songs_counts(pii_backend, app)[:2] == (before[0] + 1, before[1] + 1)
         else:
             assert_json_error(response, 400, 422)
-            assert songs_counts(backend, app) == before
+            assert songs_counts(pii_backend, app) == before
 
     check()
     with app.app_context():
@@ -1026,8 +1024,8 @@ def test_generated_song_bodies(backend: Backend, made_apps: MadeApps) -> None:
     assert len(client.get("/v1/songs").get_json()) == len(created)
 
 
-def test_songs_valid_odd_values_round_trip(backend: Backend, made_apps: MadeApps) -> None:
-    app = make_songs(backend, made_apps)
+def test_songs_valid_odd_values_round_trip(pii_backend: Backend, made_apps: MadeApps) -> None:
+    app = make_songs(pii_backend, made_apps)
     client = app.test_client()
     songs = [
         {"title": "\U0001f3b5 \x00 " + fragment, "artist": fragment, "year": 2**70}
@@ -1049,13 +1047,13 @@ def test_songs_valid_odd_values_round_trip(backend: Backend, made_apps: MadeApps
     for location, song in zip(locations, songs, strict=True):
         got = client.get(location).get_json()
         assert unordered({k: got[k] for k in song}) == unordered(song)
-    assert len(backend.raw_event_rows(app)) == len(songs)
-    assert len(backend.raw_pii_rows(app)) == 1
-    if backend.durable:
+    assert len(pii_backend.raw_event_rows(app)) == len(songs)
+    assert len(pii_backend.raw_pii_rows(app)) == 1
+    if pii_backend.durable:
         with app.app_context():
             before = summary(example_songs.stack.read_events())
         example_songs.stack.shutdown(app)
-        app = make_songs(backend, made_apps)
+        app = make_songs(pii_backend, made_apps)
         with app.app_context():
             assert summary(example_songs.stack.read_events()) == before
         client = app.test_client()
@@ -1244,11 +1242,11 @@ EXPECTED_ERRORS: dict[str, type[Exception]] = {
 }
 
 
-def test_bad_python_api_input_raises_and_records_nothing(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_bad_python_api_input_raises_and_records_nothing(pii_backend: Backend, made_apps: MadeApps) -> None:
+    stack, app = make(pii_backend, made_apps)
     with app.app_context():
         stack.record_unchecked_event("s1", "E", {"first": True})
-    before = stored_counts(backend, stack, app)
+    before = stored_counts(pii_backend, stack, app)
     wrong = []
     for case, call in bad_calls():
         with app.app_context():
@@ -1261,7 +1259,7 @@ def test_bad_python_api_input_raises_and_records_nothing(backend: Backend, made_
         elif isinstance(error, InvalidEventError) and not str(error):
             wrong.append(f"{case}: an InvalidEventError without a message")
     assert not wrong, "\n".join(wrong)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     with app.app_context():
         assert stack.record_event("s1", "E", {"second": True}, expected_version=1).stream_version == 2
         assert [e.data for e in stack.read_events()] == [{"first": True}, {"second": True}]
@@ -1269,13 +1267,13 @@ def test_bad_python_api_input_raises_and_records_nothing(backend: Backend, made_
 
 @pytest.mark.parametrize("pii_fields", [5, 1.5, True])
 def test_pii_fields_that_is_not_a_list_raises_invalid_event_error(
-    backend: Backend, made_apps: MadeApps, pii_fields: Any
+    pii_backend: Backend, made_apps: MadeApps, pii_fields: Any
 ) -> None:
-    stack, app = make(backend, made_apps)
-    before = stored_counts(backend, stack, app)
+    stack, app = make(pii_backend, made_apps)
+    before = stored_counts(pii_backend, stack, app)
     with app.app_context(), pytest.raises(InvalidEventError):
         stack.record_unchecked_event("s1", "E", {"p": "x"}, pii_fields=pii_fields)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
     client = app.test_client()
     body = {"stream_id": "s1", "event_name": "E", "data": {"p": "x"}, "pii_fields": 5}
     assert_json_error(client.post("/bad/events", json=body), 400)
@@ -1287,20 +1285,20 @@ def test_pii_fields_that_is_not_a_list_raises_invalid_event_error(
     ids=["int", "bool", "none", "float"],
 )
 def test_data_keys_colliding_as_json_strings_are_refused(
-    backend: Backend, made_apps: MadeApps, data: dict[Any, str]
+    pii_backend: Backend, made_apps: MadeApps, data: dict[Any, str]
 ) -> None:
-    stack, app = make(backend, made_apps)
-    before = stored_counts(backend, stack, app)
+    stack, app = make(pii_backend, made_apps)
+    before = stored_counts(pii_backend, stack, app)
     with app.app_context(), pytest.raises(InvalidEventError):
         stack.record_unchecked_event("s1", "E", data)
     with app.app_context(), pytest.raises(InvalidEventError):
         stack.record_unchecked_event("s1", "E", {}, meta=data)
-    assert stored_counts(backend, stack, app) == before
+    assert stored_counts(pii_backend, stack, app) == before
 
 
-def test_stream_ids_names_and_meta_round_trip_generated(backend: Backend, made_apps: MadeApps) -> None:
+def test_stream_ids_names_and_meta_round_trip_generated(pii_backend: Backend, made_apps: MadeApps) -> None:
     """A generated stream id / event name is recorded and read back exactly when valid, else refused."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     kept: list[Event] = []
 
     @FEW
@@ -1331,15 +1329,15 @@ def test_stream_ids_names_and_meta_round_trip_generated(backend: Backend, made_a
         assert summary(events) == summary(kept)
 
     check()
-    assert len(backend.raw_event_rows(app)) == len(kept)
-    if backend.durable:
-        stack, app = restart(backend, made_apps, stack, app)
+    assert len(pii_backend.raw_event_rows(app)) == len(kept)
+    if pii_backend.durable:
+        stack, app = restart(pii_backend, made_apps, stack, app)
         assert summary(read(stack, app)) == summary(kept)
 
 
-def test_generated_expected_versions(backend: Backend, made_apps: MadeApps) -> None:
+def test_generated_expected_versions(pii_backend: Backend, made_apps: MadeApps) -> None:
     """A write succeeds exactly when the expected version is valid and matches; else nothing is kept."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     version = {"v": 0}
 
     @FEW
@@ -1386,12 +1384,12 @@ def test_generated_expected_versions(backend: Backend, made_apps: MadeApps) -> N
         assert [e.stream_version for e in stored] == list(range(1, version["v"] + 1))
 
     check()
-    assert len(backend.raw_event_rows(app)) == version["v"]
+    assert len(pii_backend.raw_event_rows(app)) == version["v"]
 
 
-def test_generated_json_data_round_trips(backend: Backend, made_apps: MadeApps) -> None:
+def test_generated_json_data_round_trips(pii_backend: Backend, made_apps: MadeApps) -> None:
     """Any JSON value (NUL, astral characters, unbounded ints, extreme floats) reads back exactly."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     kept: list[tuple[int, str, str]] = []
 
     @SOME
@@ -1411,16 +1409,16 @@ def test_generated_json_data_round_trips(backend: Backend, made_apps: MadeApps) 
     check()
     with app.app_context():
         assert [canonical(e.data) for e in stack.model(Seen).events] == [data for _, data, _ in kept]
-    if backend.durable:
-        stack, app = restart(backend, made_apps, stack, app)
+    if pii_backend.durable:
+        stack, app = restart(pii_backend, made_apps, stack, app)
         events = read(stack, app)
         assert [(e.sequence_num, canonical(e.data), canonical(e.meta)) for e in events] == kept
         with app.app_context():
             assert [canonical(e.data) for e in stack.model(Seen).events] == [data for _, data, _ in kept]
 
 
-def test_hand_picked_valid_values_round_trip(backend: Backend, made_apps: MadeApps) -> None:
-    stack, app = make(backend, made_apps)
+def test_hand_picked_valid_values_round_trip(pii_backend: Backend, made_apps: MadeApps) -> None:
+    stack, app = make(pii_backend, made_apps)
     ids = [*SQL_FRAGMENTS, "s" * 255, "\U0001f3b5" * 255, "é", "EVENT", "*", " ", "\t", "\u202e"]
     recorded = []
     with app.app_context():
@@ -1458,23 +1456,23 @@ def test_hand_picked_valid_values_round_trip(backend: Backend, made_apps: MadeAp
             assert [e.event_id for e in stack.read_events(event_names=[stream_id])] == named
             with stack.lock_stream(stream_id, timeout=1):
                 pass
-    rows = backend.raw_event_rows(app)
+    rows = pii_backend.raw_event_rows(app)
     assert len(rows) == len(recorded)
-    assert len(backend.raw_pii_rows(app)) == len(ids)
+    assert len(pii_backend.raw_pii_rows(app)) == len(ids)
     assert {row["stream_id"] for row in rows} == set(ids)
     # The PII went to the PII store: the event rows hold placeholders, not the SQL fragments.
     (first_row,) = [row for row in rows if row["sequence_num"] == 1]
     first = json.loads(first_row["data"])
     assert first["sql"] == [""] * len(SQL_FRAGMENTS) and first["nul"] == ""
-    if backend.durable:
-        stack, app = restart(backend, made_apps, stack, app)
+    if pii_backend.durable:
+        stack, app = restart(pii_backend, made_apps, stack, app)
         assert summary(read(stack, app)) == summary(recorded)
 
 
 def test_unknown_event_names_are_recorded_and_filter_to_nothing(
-    backend: Backend, made_apps: MadeApps
+    pii_backend: Backend, made_apps: MadeApps
 ) -> None:
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     with app.app_context():
         event = stack.record_unchecked_event("s1", "NOBODY_LISTENS_TO_THIS", {"x": 1})
         assert stack.model(Seen).events[-1].event_id == event.event_id
@@ -1495,12 +1493,12 @@ def test_unknown_event_names_are_recorded_and_filter_to_nothing(
         assert [e.event_id for e in stack.read_events(event_names=["NOBODY_LISTENS_TO_THIS"])] == [
             event.event_id
         ]
-    assert len(backend.raw_event_rows(app)) == 1
+    assert len(pii_backend.raw_event_rows(app)) == 1
 
 
-def test_tables_survive_sql_fragments(durable_backend: Backend, made_apps: MadeApps) -> None:
+def test_tables_survive_sql_fragments(durable_pii_backend: Backend, made_apps: MadeApps) -> None:
     """After recording and querying every fragment, another store opened on the database sees every row."""
-    backend = durable_backend
+    backend = durable_pii_backend
     stack, app = make(backend, made_apps)
     with app.app_context():
         for fragment in SQL_FRAGMENTS:
@@ -1547,32 +1545,32 @@ SURROGATE_CALLS: list[tuple[str, Callable[[ShimmieStack], Any]]] = [
 
 
 def test_lone_surrogates_in_the_python_api(
-    backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
+    pii_backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
 ) -> None:
     """Refused with InvalidEventError (nothing stored), or stored and read back exactly."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     wrong = []
     for case, call in SURROGATE_CALLS:
-        before = stored_counts(backend, stack, app)
+        before = stored_counts(pii_backend, stack, app)
         with app.app_context():
             error = refused(functools.partial(call, stack))
         if error is not None:
             if not isinstance(error, InvalidEventError):
                 wrong.append(f"{case}: {type(error).__name__}: {error!s:.100}")
-            if stored_counts(backend, stack, app) != before:
+            if stored_counts(pii_backend, stack, app) != before:
                 wrong.append(f"{case}: refused, yet something was stored")
     assert not wrong, "\n".join(wrong)
     events = read(stack, app)
-    if backend.durable:
-        stack, app = restart(backend, made_apps, stack, app)
+    if pii_backend.durable:
+        stack, app = restart(pii_backend, made_apps, stack, app)
         assert summary(read(stack, app)) == summary(events)
 
 
 def test_a_deep_payload_that_is_accepted_stays_readable(
-    backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
+    pii_backend: Backend, made_apps: MadeApps, request: pytest.FixtureRequest
 ) -> None:
     """The deepest payload record_* accepts must read back in a request and after a restart."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     with app.app_context():
         deepest = next(
             depth
@@ -1582,9 +1580,9 @@ def test_a_deep_payload_that_is_accepted_stays_readable(
             )
             is None
         )
-    if backend.durable:
+    if pii_backend.durable:
         # A restart whose first request starts the stack (SHIMMIE_AUTO_STARTUP), replaying the event.
-        stack, app = restart(backend, made_apps, stack, app, start=False)
+        stack, app = restart(pii_backend, made_apps, stack, app, start=False)
         response = app.test_client().get("/bad/ping")
         assert response.status_code == 200, response.get_data(as_text=True)[:200]
     client = app.test_client()
@@ -1619,14 +1617,14 @@ def _read_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("call", "check"), _read_cases())
 def test_read_api_bad_arguments(
-    backend: Backend,
+    pii_backend: Backend,
     made_apps: MadeApps,
     request: pytest.FixtureRequest,
     call: Callable[[ShimmieStack], Any],
     check: Callable[[Any], bool],
 ) -> None:
     """A bad argument raises ShimmieError; an odd but valid one gives the right answer."""
-    stack, app = make(backend, made_apps)
+    stack, app = make(pii_backend, made_apps)
     result: list[Any] = []
     with app.app_context():
         for stream_id in ("a", "b", "ab"):

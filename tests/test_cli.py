@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from flask_shimmie import Event, Model, ShimmieStack, subscribe
-from tests.conftest import Journal
+from tests.helpers import Journal
 
 
 def _invoke(app: Flask, *args: str, input: str | None = None) -> tuple[int, str]:

@@ -32,10 +32,10 @@ from typing import Any
 
 import pytest
 
+from tests.backends import DURABLE_BACKENDS, fresh_store_url, require_backend
 from tests.serving import (
     ClientThreads,
     GunicornServer,
-    fresh_store_url,
     project,
     raw_pii_rows,
     replayed_songs,
@@ -44,12 +44,6 @@ from tests.serving import (
     spread,
     stored_events,
 )
-from tests.stores.conftest import require_backend
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
 
 WRITER_THREADS = 3
 #: Writes acknowledged since the last start before a kill may come.
@@ -196,7 +190,7 @@ def run_crash_cycles(backend: str, tmp_path: Path, kills: int) -> None:
     seed = int(os.environ.get("SHIMMIE_CRASH_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     started = time.monotonic()
-    with fresh_store_url(backend, tmp_path) as store_url:
+    with fresh_store_url(backend, tmp_path, "songs") as store_url:
         server = GunicornServer(store_url, tmp_path / "gunicorn.log", workers=2)
         writers: Writers | None = None
         try:
@@ -228,14 +222,14 @@ def run_crash_cycles(backend: str, tmp_path: Path, kills: int) -> None:
     )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
 def test_sigkill_under_write_load_loses_no_acknowledged_write(backend: str, tmp_path: Path) -> None:
     """3 SIGKILLs of the whole gunicorn under write load (the default run)."""
     run_crash_cycles(backend, tmp_path, kills=3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
 def test_many_sigkills_under_write_load(backend: str, tmp_path: Path, pytestconfig: pytest.Config) -> None:
     """20 SIGKILLs per backend; only with ``SHIMMIE_RUN_SLOW=1`` (or ``--run-slow``)."""
     if not slow_runs_enabled(pytestconfig):

@@ -6,7 +6,6 @@ import gc
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +25,8 @@ from flask_shimmie import (
     replay_started,
     subscribe,
 )
-from tests.conftest import Journal
-from tests.helpers import append_raw
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
+from tests.backends import fresh_store_url, require_backend
+from tests.helpers import Journal, append_raw
 
 
 class Versions(Model):
@@ -290,28 +288,27 @@ def test_the_follower_leaves_this_process_s_own_writes_to_their_writer(
     make_app: Callable[..., Flask], stack: ShimmieStack
 ) -> None:
     require_backend("postgresql")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    app = make_app(SHIMMIE_EVENT_STORE=with_query(postgres_base_url(), schema=schema))
-    try:
-        with app.app_context():
-            stack.startup()
-            store = app.extensions["shimmie"].event_store
-            reads: list[int] = []
-            read = store.read
+    with fresh_store_url("postgresql") as url:
+        app = make_app(SHIMMIE_EVENT_STORE=url)
+        try:
+            with app.app_context():
+                stack.startup()
+                store = app.extensions["shimmie"].event_store
+                reads: list[int] = []
+                read = store.read
 
-            def counting_read(*args: Any, **kwargs: Any) -> Any:
-                reads.append(1)
-                return read(*args, **kwargs)
+                def counting_read(*args: Any, **kwargs: Any) -> Any:
+                    reads.append(1)
+                    return read(*args, **kwargs)
 
-            store.read = counting_read
-            for n in range(300):
-                stack.record_unchecked_events([NewEvent(f"s{n}", "E", {"i": i}) for i in range(10)])
-            # Every commit notifies the follower; it must not read back what the writer hands over.
-            assert len(reads) <= 5, f"the follower read the store back {len(reads)} times in 300 writes"
-            assert [e.sequence_num for e in stack.model(Journal).events] == list(range(1, 3001))
-    finally:
-        stack.shutdown(app)
-        drop_postgres_schema(schema)
+                store.read = counting_read
+                for n in range(300):
+                    stack.record_unchecked_events([NewEvent(f"s{n}", "E", {"i": i}) for i in range(10)])
+                # Every commit notifies the follower; it must not read back what the writer hands over.
+                assert len(reads) <= 5, f"the follower read the store back {len(reads)} times in 300 writes"
+                assert [e.sequence_num for e in stack.model(Journal).events] == list(range(1, 3001))
+        finally:
+            stack.shutdown(app)
 
 
 def test_the_follower_pauses_while_a_local_write_is_handing_over() -> None:

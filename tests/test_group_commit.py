@@ -14,7 +14,7 @@ from flask import Flask
 from flask_shimmie import NO_STREAM, ShimmieError, ShimmieStack, StreamVersionError
 from flask_shimmie.group_commit import GroupCommitter
 from flask_shimmie.storage.interface import AppendBatch, AppendResult
-from tests.conftest import Journal
+from tests.helpers import Journal
 
 
 def _batch(tag: str) -> AppendBatch:
@@ -140,8 +140,8 @@ def test_concurrent_checked_writes_on_sqlite_keep_their_own_checks(
 def test_sqlite_appends_queue_behind_another_process_s_writer(tmp_path: Path) -> None:
     """Processes queue for the SQLite file in the kernel (no busy-handler naps), and still all land."""
     from flask_shimmie.storage.sqlite.events import SqliteEventStore
-    from tests.stores.helpers import batch, pending
-    from tests.stores.workers import CONTEXT, Workers
+    from tests.storage.helpers import batch, pending
+    from tests.storage.workers import CONTEXT, Workers
 
     store = SqliteEventStore(str(tmp_path / "gate.db"), url="sqlite:///gate.db")
     store.open()

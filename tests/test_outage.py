@@ -18,7 +18,6 @@ import http.client
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
@@ -31,6 +30,7 @@ import pytest
 from flask import Flask
 
 from example_songs import stack
+from tests.backends import fresh_store_url, postgres_base_url, require_backend
 from tests.helpers import songs_app
 from tests.serving import (
     HOST,
@@ -47,7 +47,6 @@ from tests.serving import (
     spread,
     stored_events,
 )
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend, with_query
 
 pytestmark = pytest.mark.postgres
 
@@ -203,17 +202,14 @@ class Outage:
 @pytest.fixture
 def outage() -> Iterator[Outage]:
     require_backend("postgresql")
-    base = postgres_base_url()
-    target = urlsplit(base)
-    proxy = TcpProxy((target.hostname or HOST, target.port or 5432))
-    proxy.start()
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    direct = with_query(base, schema=schema)
-    try:
-        yield Outage(proxied(direct, proxy.port), direct, proxy)
-    finally:
-        proxy.close()
-        drop_postgres_schema(schema)
+    target = urlsplit(postgres_base_url())
+    with fresh_store_url("postgresql") as direct:
+        proxy = TcpProxy((target.hostname or HOST, target.port or 5432))
+        proxy.start()
+        try:
+            yield Outage(proxied(direct, proxy.port), direct, proxy)
+        finally:
+            proxy.close()
 
 
 @pytest.fixture

@@ -31,8 +31,7 @@ from flask_shimmie import (
 )
 from flask_shimmie.state import AppState
 from flask_shimmie.storage.interface import PiiRecord, PiiStore
-from tests.conftest import Journal
-from tests.helpers import songs_app
+from tests.helpers import Journal, songs_app
 from tests.pii_backends import (
     PII_COLUMNS,
     PLACEMENTS,
@@ -40,10 +39,6 @@ from tests.pii_backends import (
     Backend,
     MadeApps,
     assert_absent,
-    backend_fixture,  # noqa: F401 - the "backend" fixture
-    durable_backend_fixture,  # noqa: F401 - the "durable_backend" fixture
-    made_apps_fixture,  # noqa: F401 - the "made_apps" fixture
-    make_app_fixture,  # noqa: F401 - the "make_app" fixture
     raw_text,
 )
 
@@ -211,10 +206,10 @@ def stored_data(backend: Backend, app: Flask) -> dict[str, Any]:
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_pii_values_never_reach_the_event_store(
-    backend: Backend, make_app: AppFactory, placement: str
+    pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config(placement))
+    app = make_pii_app(stack, **pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
 
@@ -222,21 +217,21 @@ def test_pii_values_never_reach_the_event_store(
     assert set(registered.pii_fields) == PERSON_PII_FIELDS
     assert note.data == NOTE and set(note.pii_fields) == set(NOTE_PII)
     assert moved.pii_fields == ()
-    assert_event_store_clean(backend, app, *PERSON_SECRETS, *NOTE_SECRETS)
+    assert_event_store_clean(pii_backend, app, *PERSON_SECRETS, *NOTE_SECRETS)
     # The event row keeps typed placeholders, never the values.
-    stored = stored_data(backend, app)
+    stored = stored_data(pii_backend, app)
     assert stored[registered.event_id] == ANONYMISED
     assert stored[note.event_id] == NOTE_ANONYMISED
     assert stored[moved.event_id] == {"city": "York"}
     assert_pii_rows(
-        backend,
+        pii_backend,
         app,
         {
             registered.event_id: ("person-1", PERSON_SECRETS, ("gold", "Leeds")),
             note.event_id: ("note-1", NOTE_SECRETS, ("editor",)),
         },
     )
-    beside_events = backend.pii_rows_in_event_database(app)
+    beside_events = pii_backend.pii_rows_in_event_database(app)
     if placement == "colocated":
         assert len(beside_events) == 2
     else:
@@ -245,23 +240,23 @@ def test_pii_values_never_reach_the_event_store(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_the_pii_table_has_only_the_event_id_the_stream_id_the_values_and_a_timestamp(
-    durable_backend: Backend, make_app: AppFactory, placement: str
+    durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **durable_backend.config(placement))
+    app = make_pii_app(stack, **durable_pii_backend.config(placement))
     with app.app_context():
         record_people(stack)
 
-    url = durable_backend.event_url if placement == "colocated" else durable_backend.pii_url
-    assert durable_backend.pii_columns(url) == PII_COLUMNS
+    url = durable_pii_backend.event_url if placement == "colocated" else durable_pii_backend.pii_url
+    assert durable_pii_backend.pii_columns(url) == PII_COLUMNS
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_models_history_reads_replay_and_retries_see_the_pii_merged_back(
-    backend: Backend, make_app: AppFactory, placement: str
+    pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config(placement))
+    app = make_pii_app(stack, **pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
 
@@ -295,10 +290,10 @@ def test_models_history_reads_replay_and_retries_see_the_pii_merged_back(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_cli_export_with_pii_merges_it_back_and_without_leaves_it_out(
-    backend: Backend, make_app: AppFactory, placement: str, tmp_path: Path
+    pii_backend: Backend, make_pii_app: AppFactory, placement: str, tmp_path: Path
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config(placement))
+    app = make_pii_app(stack, **pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
     runner = app.test_cli_runner()
@@ -327,17 +322,17 @@ def test_cli_export_with_pii_merges_it_back_and_without_leaves_it_out(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_a_restarted_app_sees_the_pii_merged_back(
-    durable_backend: Backend, make_app: AppFactory, placement: str
+    durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    config = durable_backend.config(placement)
+    config = durable_pii_backend.config(placement)
     first_stack = new_stack()
-    first = make_app(first_stack, **config)
+    first = make_pii_app(first_stack, **config)
     with first.app_context():
         record_people(first_stack)
     first_stack.shutdown(first)
 
     stack = new_stack()
-    app = make_app(stack, **config)
+    app = make_pii_app(stack, **config)
     stack.startup(app)
     with app.app_context():
         assert stack.model(People).people["person-1"] == {"data": PERSON, "pii_erased": False, "replay": True}
@@ -348,7 +343,7 @@ def test_a_restarted_app_sees_the_pii_merged_back(
         ]
         stack.replay()
         assert stack.model(People).people["person-1"]["data"] == PERSON
-    assert_event_store_clean(durable_backend, app, *PERSON_SECRETS, *NOTE_SECRETS)
+    assert_event_store_clean(durable_pii_backend, app, *PERSON_SECRETS, *NOTE_SECRETS)
 
 
 # -- refused writes leave no PII behind ----------------------------------------------------------
@@ -356,10 +351,10 @@ def test_a_restarted_app_sees_the_pii_merged_back(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_a_refused_write_leaves_no_pii_anywhere(
-    backend: Backend, make_app: AppFactory, placement: str
+    pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config(placement))
+    app = make_pii_app(stack, **pii_backend.config(placement))
     other = person(name="Ottilie Otherperson", contact={"email": "otti@example.com", "city": "Hull"})
     with app.app_context():
         first = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
@@ -377,8 +372,8 @@ def test_a_refused_write_leaves_no_pii_anywhere(
             stack.record_unchecked_event("person-3", "PERSON_REGISTERED", person(age="old", name="Otto"))
         assert [e.event_id for e in stack.read_events()] == [first.event_id]
 
-    assert_pii_rows(backend, app, {first.event_id: ("person-1", PERSON_SECRETS, ())})
-    everything = backend.raw_event_rows(app) + backend.raw_pii_rows(app)
+    assert_pii_rows(pii_backend, app, {first.event_id: ("person-1", PERSON_SECRETS, ())})
+    everything = pii_backend.raw_event_rows(app) + pii_backend.raw_pii_rows(app)
     assert_absent(everything, "Ottilie", "otti@example.com", "Otto")
 
 
@@ -386,10 +381,10 @@ def test_a_refused_write_leaves_no_pii_anywhere(
 
 
 def test_without_a_pii_store_recording_pii_raises_and_records_nothing(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config("off"))
+    app = make_pii_app(stack, **pii_backend.config("off"))
     with app.app_context():
         with pytest.raises(PiiNotConfiguredError):
             stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
@@ -413,11 +408,11 @@ def test_without_a_pii_store_recording_pii_raises_and_records_nothing(
         with pytest.raises(PiiNotConfiguredError):
             stack.erase_pii("plain-1")
 
-    assert_absent(backend.raw_event_rows(app), *PERSON_SECRETS, *NOTE_SECRETS)
-    if backend.name == "memory":
-        assert backend.raw_pii_rows(app) == []
+    assert_absent(pii_backend.raw_event_rows(app), *PERSON_SECRETS, *NOTE_SECRETS)
+    if pii_backend.name == "memory":
+        assert pii_backend.raw_pii_rows(app) == []
     else:
-        assert backend.pii_rows_in_event_database(app) == []
+        assert pii_backend.pii_rows_in_event_database(app) == []
 
 
 # -- erasure -------------------------------------------------------------------------------------
@@ -425,10 +420,10 @@ def test_without_a_pii_store_recording_pii_raises_and_records_nothing(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_erase_pii_deletes_the_pii_for_good_and_readers_see_anonymised_values(
-    backend: Backend, make_app: AppFactory, placement: str
+    pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config(placement))
+    app = make_pii_app(stack, **pii_backend.config(placement))
     bob = {
         "name": "Bob Untouched",
         "age": 33,
@@ -519,19 +514,19 @@ def test_erase_pii_deletes_the_pii_for_good_and_readers_see_anonymised_values(
 
     # No copy of the erased values is left in any table; the other stream's PII is.
     bob_secrets = ("Bob Untouched", "170.5", "bobby-kept", "bob-tag", "2 Kept Road", "bob.kept@example.com")
-    assert_pii_rows(backend, app, {kept.event_id: ("person-2", bob_secrets, ("basic", "Bath"))})
-    everything = backend.raw_event_rows(app) + backend.raw_pii_rows(app)
+    assert_pii_rows(pii_backend, app, {kept.event_id: ("person-2", bob_secrets, ("basic", "Bath"))})
+    everything = pii_backend.raw_event_rows(app) + pii_backend.raw_pii_rows(app)
     assert_absent(everything, *PERSON_SECRETS, "Zoë Newsecret", "Newsecret")
-    assert_absent(backend.raw_event_rows(app), *bob_secrets)
+    assert_absent(pii_backend.raw_event_rows(app), *bob_secrets)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_a_restart_after_erasure_shows_the_anonymised_values(
-    durable_backend: Backend, make_app: AppFactory, placement: str
+    durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    config = durable_backend.config(placement)
+    config = durable_pii_backend.config(placement)
     first_stack = new_stack()
-    first = make_app(first_stack, **config)
+    first = make_pii_app(first_stack, **config)
     with first.app_context():
         registered = first_stack.record_event(
             "person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM
@@ -541,7 +536,7 @@ def test_a_restart_after_erasure_shows_the_anonymised_values(
     first_stack.shutdown(first)
 
     stack = new_stack()
-    app = make_app(stack, **config)
+    app = make_pii_app(stack, **config)
     stack.startup(app)
     with app.app_context():
         people = stack.model(People)
@@ -558,7 +553,9 @@ def test_a_restart_after_erasure_shows_the_anonymised_values(
         stack.replay()
         assert stack.model(People).people["person-1"]["data"] == ANONYMISED
 
-    assert_absent(durable_backend.raw_event_rows(app) + durable_backend.raw_pii_rows(app), *PERSON_SECRETS)
+    assert_absent(
+        durable_pii_backend.raw_event_rows(app) + durable_pii_backend.raw_pii_rows(app), *PERSON_SECRETS
+    )
 
 
 # -- orphaned PII rows (separate PII store) ----------------------------------------------------
@@ -570,10 +567,10 @@ def orphan(stream_id: str) -> PiiRecord:
 
 
 def test_an_orphaned_pii_row_is_never_read_and_purge_orphans_deletes_it(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config("separate"))
+    app = make_pii_app(stack, **pii_backend.config("separate"))
     with app.app_context():
         kept = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
         state = state_of(app)
@@ -597,21 +594,21 @@ def test_an_orphaned_pii_row_is_never_read_and_purge_orphans_deletes_it(
         assert pii_store.get_json([lost.event_id]) == {}
         assert stack.history("person-1")["history"][0].data == PERSON
 
-    assert_pii_rows(backend, app, {kept.event_id: ("person-1", PERSON_SECRETS, ())})
+    assert_pii_rows(pii_backend, app, {kept.event_id: ("person-1", PERSON_SECRETS, ())})
 
 
 def test_an_old_orphaned_pii_row_is_purged_at_the_next_startup(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config("separate"))
+    app = make_pii_app(stack, **pii_backend.config("separate"))
     with app.app_context():
         kept = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
         pii_store = state_of(app).pii_store
         assert pii_store is not None
         old = orphan("person-1")
         pii_store.put([old])
-    backend.backdate_pii_rows(app, 3600)
+    pii_backend.backdate_pii_rows(app, 3600)
     young = orphan("person-2")
     with app.app_context():
         pii_store.put([young])
@@ -619,16 +616,18 @@ def test_an_old_orphaned_pii_row_is_purged_at_the_next_startup(
     stack.shutdown(app)
     stack.startup(app)
 
-    assert sorted(row["event_id"] for row in backend.raw_pii_rows(app)) == sorted(
+    assert sorted(row["event_id"] for row in pii_backend.raw_pii_rows(app)) == sorted(
         [kept.event_id, young.event_id]
     )
     with app.app_context():
         assert stack.history("person-1")["history"][0].data == PERSON
 
 
-def test_erase_pii_counts_only_events_that_were_recorded(backend: Backend, make_app: AppFactory) -> None:
+def test_erase_pii_counts_only_events_that_were_recorded(
+    pii_backend: Backend, make_pii_app: AppFactory
+) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config("separate"))
+    app = make_pii_app(stack, **pii_backend.config("separate"))
     with app.app_context():
         stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
         pii_store = state_of(app).pii_store
@@ -651,9 +650,9 @@ def made_songs_app(backend: Backend, made_apps: MadeApps) -> Flask:
 
 
 def test_songs_submitter_stays_out_of_the_event_store_and_can_be_erased(
-    backend: Backend, made_apps: MadeApps
+    pii_backend: Backend, made_apps: MadeApps
 ) -> None:
-    app = made_songs_app(backend, made_apps)
+    app = made_songs_app(pii_backend, made_apps)
     client = app.test_client()
     song = {"title": "Blue", "artist": "Joni Mitchell", "year": "1971", "submitted_by": SUBMITTER}
     response = client.post("/v1/songs", json=song)
@@ -665,8 +664,8 @@ def test_songs_submitter_stays_out_of_the_event_store_and_can_be_erased(
     other_location = other.headers["Location"]
 
     assert client.get(location).get_json()["submitted_by"] == SUBMITTER
-    assert_absent(backend.raw_event_rows(app), "Sally", "sally.secret@example.com")
-    assert json.loads(backend.raw_event_rows(app)[0]["data"])["submitted_by"] == {"name": "", "email": ""}
+    assert_absent(pii_backend.raw_event_rows(app), "Sally", "sally.secret@example.com")
+    assert json.loads(pii_backend.raw_event_rows(app)[0]["data"])["submitted_by"] == {"name": "", "email": ""}
 
     erased = client.delete(f"/v1/songs/{song_id}/submitter")
     assert erased.status_code == 200, erased.get_data(as_text=True)
@@ -676,12 +675,12 @@ def test_songs_submitter_stays_out_of_the_event_store_and_can_be_erased(
     with app.app_context():
         (created,) = example_songs.stack.history(song_id, event_names=["SONG_CREATED"])["history"]
         assert created.pii_erased and created.data["submitted_by"] == {"name": "", "email": ""}
-    rows = backend.raw_event_rows(app) + backend.raw_pii_rows(app)
+    rows = pii_backend.raw_event_rows(app) + pii_backend.raw_pii_rows(app)
     assert raw_text(rows).count("sally.secret@example.com") == 1  # the other song's PII row only
 
-    if backend.durable:
+    if pii_backend.durable:
         example_songs.stack.shutdown(app)
-        app = made_songs_app(backend, made_apps)
+        app = made_songs_app(pii_backend, made_apps)
         client = app.test_client()
     else:
         with app.app_context():

@@ -23,7 +23,7 @@ from flask_shimmie import (
     ShimmieStack,
     StreamVersionError,
 )
-from tests.conftest import Journal
+from tests.helpers import Journal
 
 
 def test_record_event_returns_the_stored_event(app: Flask, stack: ShimmieStack) -> None:

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
+from tests.backends import fresh_store_url, require_backend
 from tests.serving import (
     GunicornServer,
     HttpClient,
     Reply,
-    fresh_store_url,
     project,
     replayed_songs,
     request,
@@ -36,7 +36,6 @@ from tests.serving import (
     spread,
     stored_events,
 )
-from tests.stores.conftest import require_backend
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
 
 @pytest.fixture
 def store_url(deployment: Deployment, tmp_path: Path) -> Iterator[str]:
-    with fresh_store_url(deployment.backend, tmp_path) as url:
+    with fresh_store_url(deployment.backend, tmp_path, "songs") as url:
         yield url
 
 

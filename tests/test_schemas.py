@@ -17,15 +17,11 @@ from flask_shimmie import (
     NewEvent,
     ShimmieStack,
 )
-from tests.conftest import Journal
+from tests.helpers import Journal
 from tests.pii_backends import (
     AppFactory,
     Backend,
     assert_absent,
-    backend_fixture,  # noqa: F401 - the "backend" fixture
-    durable_backend_fixture,  # noqa: F401 - the "durable_backend" fixture
-    made_apps_fixture,  # noqa: F401 - the "made_apps" fixture
-    make_app_fixture,  # noqa: F401 - the "make_app" fixture
 )
 
 
@@ -77,10 +73,10 @@ def stored_rows(backend: Backend, app: Flask) -> list[dict[str, Any]]:
 
 
 def test_invalid_data_raises_validation_error_and_records_nothing(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         with pytest.raises(ValidationError) as missing:
             stack.record_event("album-1", "ALBUM_RELEASED", {"title": "Blue"}, expected_version=NO_STREAM)
@@ -102,12 +98,14 @@ def test_invalid_data_raises_validation_error_and_records_nothing(
 
         assert stack.read_events() == []
         assert stack.model(Journal).events == []
-    assert backend.raw_event_rows(app) == []
+    assert pii_backend.raw_event_rows(app) == []
 
 
-def test_the_stored_data_is_the_dump_of_the_loaded_data(backend: Backend, make_app: AppFactory) -> None:
+def test_the_stored_data_is_the_dump_of_the_loaded_data(
+    pii_backend: Backend, make_pii_app: AppFactory
+) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         event = stack.record_event("album-1", "ALBUM_RELEASED", ALBUM_IN, expected_version=NO_STREAM)
 
@@ -117,20 +115,20 @@ def test_the_stored_data_is_the_dump_of_the_loaded_data(backend: Backend, make_a
         stack.replay()
         assert stack.model(Journal).events[0].data == ALBUM_STORED
 
-    (row,) = stored_rows(backend, app)
+    (row,) = stored_rows(pii_backend, app)
     assert row["data"] == ALBUM_STORED
     assert isinstance(row["data"]["rating"], float)
 
 
-def test_the_dumped_data_survives_a_restart(durable_backend: Backend, make_app: AppFactory) -> None:
+def test_the_dumped_data_survives_a_restart(durable_pii_backend: Backend, make_pii_app: AppFactory) -> None:
     first_stack = new_stack()
-    first = make_app(first_stack, **durable_backend.config())
+    first = make_pii_app(first_stack, **durable_pii_backend.config())
     with first.app_context():
         first_stack.record_event("album-1", "ALBUM_RELEASED", ALBUM_IN, expected_version=NO_STREAM)
     first_stack.shutdown(first)
 
     stack = new_stack()
-    app = make_app(stack, **durable_backend.config())
+    app = make_pii_app(stack, **durable_pii_backend.config())
     stack.startup(app)
     with app.app_context():
         assert [e.data for e in stack.model(Journal).events] == [ALBUM_STORED]
@@ -152,9 +150,11 @@ ANY_JSON: dict[str, Any] = {
 }
 
 
-def test_an_event_without_a_schema_accepts_any_json_object(backend: Backend, make_app: AppFactory) -> None:
+def test_an_event_without_a_schema_accepts_any_json_object(
+    pii_backend: Backend, make_pii_app: AppFactory
+) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         event = stack.record_event("thing-1", "THING_HAPPENED", ANY_JSON, expected_version=NO_STREAM)
         empty = stack.record_unchecked_event("thing-1", "NOTHING_HAPPENED", {})
@@ -163,7 +163,7 @@ def test_an_event_without_a_schema_accepts_any_json_object(backend: Backend, mak
         assert [e.data for e in stack.history("thing-1")["history"]] == [ANY_JSON, {}]
         assert [e.data for e in stack.model(Journal).events] == [ANY_JSON, {}]
 
-    assert [row["data"] for row in stored_rows(backend, app)] == [ANY_JSON, {}]
+    assert [row["data"] for row in stored_rows(pii_backend, app)] == [ANY_JSON, {}]
 
 
 class Anything(Schema):
@@ -183,11 +183,11 @@ NOT_JSON: list[Any] = [
 
 @pytest.mark.parametrize(("value", "named"), NOT_JSON)
 def test_data_that_is_not_json_is_refused_with_a_clear_error(
-    backend: Backend, make_app: AppFactory, value: Any, named: str
+    pii_backend: Backend, make_pii_app: AppFactory, value: Any, named: str
 ) -> None:
     stack = new_stack()
     stack.event_schema("RAW_THING", Anything)
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         with pytest.raises(InvalidEventError, match="data is not JSON-serialisable") as plain:
             stack.record_event("thing-1", "THING_HAPPENED", {"nested": {"value": value}}, expected_version=0)
@@ -201,22 +201,24 @@ def test_data_that_is_not_json_is_refused_with_a_clear_error(
                 [NewEvent("thing-4", "THING_HAPPENED", {"ok": 1}), NewEvent("thing-4", "X", {"v": value})]
             )
         assert stack.read_events() == []
-    assert backend.raw_event_rows(app) == []
+    assert pii_backend.raw_event_rows(app) == []
 
 
 @pytest.mark.parametrize("data", [["a", "list"], "a string", None, 42], ids=["list", "str", "None", "int"])
-def test_data_that_is_not_a_json_object_is_refused(backend: Backend, make_app: AppFactory, data: Any) -> None:
+def test_data_that_is_not_a_json_object_is_refused(
+    pii_backend: Backend, make_pii_app: AppFactory, data: Any
+) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         with pytest.raises(InvalidEventError, match="data must be a JSON object"):
             stack.record_unchecked_event("thing-1", "THING_HAPPENED", data)
         assert stack.read_events() == []
-    assert backend.raw_event_rows(app) == []
+    assert pii_backend.raw_event_rows(app) == []
 
 
 def test_a_schema_error_in_a_request_answers_422_with_the_errors_under_data(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
     albums = Blueprint("albums", __name__)
@@ -229,7 +231,7 @@ def test_a_schema_error_in_a_request_answers_422_with_the_errors_under_data(
         return event.data, 201
 
     stack.mount_processor("Albums", "/albums", albums)
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     client = app.test_client()
 
     response = client.post("/albums/album-1", json={**ALBUM_IN, "price": "cheap", "title": None})
@@ -239,19 +241,19 @@ def test_a_schema_error_in_a_request_answers_422_with_the_errors_under_data(
     assert set(body["errors"]) == {"data"}
     assert set(body["errors"]["data"]) == {"price", "title"}
     assert all(isinstance(m, str) for ms in body["errors"]["data"].values() for m in ms)
-    assert backend.raw_event_rows(app) == []
+    assert pii_backend.raw_event_rows(app) == []
 
     created = client.post("/albums/album-1", json=ALBUM_IN)
     assert created.status_code == 201, created.get_data(as_text=True)
     assert created.get_json() == ALBUM_STORED
-    assert [row["data"] for row in stored_rows(backend, app)] == [ALBUM_STORED]
+    assert [row["data"] for row in stored_rows(pii_backend, app)] == [ALBUM_STORED]
 
 
 def test_an_event_schema_registered_after_startup_applies_to_later_writes(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         stack.record_unchecked_event("album-1", "ALBUM_RELEASED", {"anything": "goes"})
         stack.event_schema("ALBUM_RELEASED", AlbumReleased())  # an instance works as well as a class
@@ -269,19 +271,19 @@ class Subscriber(Schema):
 
 
 def test_a_pii_field_with_a_data_key_is_kept_out_of_the_event_store(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
     stack.event_schema("SUBSCRIBED", Subscriber)
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     data = {"emailAddress": "keyed.secret@example.com", "plan": "pro"}
     with app.app_context():
         event = stack.record_unchecked_event("sub-1", "SUBSCRIBED", data)
         assert event.data == data and event.pii_fields == ("emailAddress",)
         assert stack.read_events()[0].data == data
 
-    assert_absent(backend.raw_event_rows(app), "keyed.secret@example.com")
-    assert [row["data"] for row in stored_rows(backend, app)] == [{"emailAddress": "", "plan": "pro"}]
+    assert_absent(pii_backend.raw_event_rows(app), "keyed.secret@example.com")
+    assert [row["data"] for row in stored_rows(pii_backend, app)] == [{"emailAddress": "", "plan": "pro"}]
 
 
 class Member(Schema):
@@ -295,17 +297,17 @@ class TeamFormed(Schema):
 
 
 def test_pii_inside_a_list_of_nested_objects_never_reaches_the_event_store(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
     stack.event_schema("TEAM_FORMED", TeamFormed)
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     data = {"name": "Blue", "members": [{"email": "listed.secret@example.com", "role": "lead"}]}
     with app.app_context():
         event = stack.record_unchecked_event("team-1", "TEAM_FORMED", data)
         assert event.data == data
 
-    assert_absent(backend.raw_event_rows(app), "listed.secret@example.com")
+    assert_absent(pii_backend.raw_event_rows(app), "listed.secret@example.com")
 
 
 # -- @stack.arguments ----------------------------------------------------------------------------
@@ -352,10 +354,10 @@ def check_422(response: Any, location: str) -> dict[str, Any]:
 
 
 def test_arguments_json_passes_the_loaded_body_then_the_url_arguments(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, Signup, "json")
+    app = arguments_app(stack, make_pii_app, pii_backend, Signup, "json")
     client = app.test_client()
 
     ok = client.post("/things/t-1", json={"name": "Ann", "age": "41"})
@@ -373,15 +375,15 @@ def test_arguments_json_passes_the_loaded_body_then_the_url_arguments(
     malformed = client.post("/things/t-2", data="{nope", content_type="application/json")
     assert malformed.status_code == 400 and malformed.get_json()["code"] == 400
 
-    rows = backend.raw_event_rows(app)
+    rows = pii_backend.raw_event_rows(app)
     assert [(row["stream_id"], json.loads(row["data"])) for row in rows] == [
         ("t-1", {"name": "Ann", "age": 41, "newsletter": False})
     ]
 
 
-def test_arguments_query_errors_are_under_query(backend: Backend, make_app: AppFactory) -> None:
+def test_arguments_query_errors_are_under_query(pii_backend: Backend, make_pii_app: AppFactory) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, Filters, "query")
+    app = arguments_app(stack, make_pii_app, pii_backend, Filters, "query")
     client = app.test_client()
 
     ok = client.get("/things/t-1?page=3")
@@ -391,12 +393,12 @@ def test_arguments_query_errors_are_under_query(backend: Backend, make_app: AppF
     assert set(check_422(client.get("/things/t-2?page=0&size=big"), "query")) == {"page", "size"}
     assert check_422(client.get("/things/t-2"), "query") == {"page": ["Missing data for required field."]}
 
-    assert [json.loads(row["data"]) for row in backend.raw_event_rows(app)] == [{"page": 3, "size": 20}]
+    assert [json.loads(row["data"]) for row in pii_backend.raw_event_rows(app)] == [{"page": 3, "size": 20}]
 
 
-def test_arguments_form_errors_are_under_form(backend: Backend, make_app: AppFactory) -> None:
+def test_arguments_form_errors_are_under_form(pii_backend: Backend, make_pii_app: AppFactory) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, Signup, "form")
+    app = arguments_app(stack, make_pii_app, pii_backend, Signup, "form")
     client = app.test_client()
 
     ok = client.post("/things/t-1", data={"name": "Ann", "age": "41", "newsletter": "true"})
@@ -406,13 +408,13 @@ def test_arguments_form_errors_are_under_form(backend: Backend, make_app: AppFac
     assert errors == {"age": ["Not a valid integer."]}
     assert set(check_422(client.post("/things/t-2", data={}), "form")) == {"name", "age"}
 
-    rows = backend.raw_event_rows(app)
+    rows = pii_backend.raw_event_rows(app)
     assert [json.loads(row["data"]) for row in rows] == [{"name": "Ann", "age": 41, "newsletter": True}]
 
 
-def test_arguments_headers_errors_are_under_headers(backend: Backend, make_app: AppFactory) -> None:
+def test_arguments_headers_errors_are_under_headers(pii_backend: Backend, make_pii_app: AppFactory) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, ApiKey, "headers")
+    app = arguments_app(stack, make_pii_app, pii_backend, ApiKey, "headers")
     client = app.test_client()
 
     errors = check_422(client.get("/things/t-2", headers={"X-Api-Key": "short"}), "headers")
@@ -421,16 +423,16 @@ def test_arguments_headers_errors_are_under_headers(backend: Backend, make_app: 
     ok = client.get("/things/t-1", headers={"X-Api-Key": "long-enough-key"})
     assert ok.status_code == 200, ok.get_data(as_text=True)
     assert ok.get_json()["args"] == {"api_key": "long-enough-key"}
-    assert [json.loads(row["data"]) for row in backend.raw_event_rows(app)] == [
+    assert [json.loads(row["data"]) for row in pii_backend.raw_event_rows(app)] == [
         {"api_key": "long-enough-key"}
     ]
 
 
 def test_arguments_query_ignores_unknown_parameters_as_flask_smorest_does(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, Filters, "query")
+    app = arguments_app(stack, make_pii_app, pii_backend, Filters, "query")
 
     response = app.test_client().get("/things/t-1?page=2&utm_source=newsletter")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -442,10 +444,10 @@ class Tagged(Schema):
 
 
 def test_arguments_query_list_fields_read_every_repeated_parameter(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
-    app = arguments_app(stack, make_app, backend, Tagged, "query")
+    app = arguments_app(stack, make_pii_app, pii_backend, Tagged, "query")
 
     response = app.test_client().get("/things/t-1?tag=a&tag=b")
     assert response.status_code == 200, response.get_data(as_text=True)

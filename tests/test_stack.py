@@ -9,8 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_shimmie import Event, Model, ShimmieError, ShimmieStack, current_stack, subscribe
-from tests.conftest import Journal
-from tests.helpers import append_raw
+from tests.helpers import Journal, append_raw
 
 
 def test_state_lives_in_app_extensions(app: Flask, stack: ShimmieStack) -> None:

@@ -13,10 +13,6 @@ from tests.pii_backends import (
     AppFactory,
     Backend,
     assert_absent,
-    backend_fixture,  # noqa: F401 - the "backend" fixture
-    durable_backend_fixture,  # noqa: F401 - the "durable_backend" fixture
-    made_apps_fixture,  # noqa: F401 - the "made_apps" fixture
-    make_app_fixture,  # noqa: F401 - the "make_app" fixture
 )
 
 
@@ -69,14 +65,14 @@ def raw_songs(backend: Backend, app: Flask) -> list[tuple[str, dict[str, Any], i
 
 
 def test_new_events_are_stored_at_one_plus_the_highest_from_version(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     calls = Calls()
     stack = ShimmieStack()
     stack.register_model(Songs)
     stack.upcaster("SONG_CREATED", 2, calls.v2_to_v3)  # registered out of order on purpose
     stack.upcaster("SONG_CREATED", 1, calls.v1_to_v2)
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     v3 = {"title": "Blue", "genre": "folk"}
     with app.app_context():
         song = stack.record_event("song-1", "SONG_CREATED", v3, expected_version=NO_STREAM)
@@ -93,23 +89,23 @@ def test_new_events_are_stored_at_one_plus_the_highest_from_version(
         assert stack.model(Songs).created == [(v3, 3, True)]
 
     assert calls.v1 == [] and calls.v2 == []
-    assert raw_songs(backend, app) == [("song-1", v3, 3)]
-    assert [row["schema_version"] for row in backend.raw_event_rows(app)] == [3, 1]
+    assert raw_songs(pii_backend, app) == [("song-1", v3, 3)]
+    assert [row["schema_version"] for row in pii_backend.raw_event_rows(app)] == [3, 1]
 
 
 def test_old_events_are_delivered_upcast_to_the_newest_version_after_a_restart(
-    durable_backend: Backend, make_app: AppFactory
+    durable_pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
-    config = durable_backend.config()
+    config = durable_pii_backend.config()
     # Version 1, before any upcaster existed.
     first = new_stack()
-    app = make_app(first, **config)
+    app = make_pii_app(first, **config)
     with app.app_context():
         first.record_event("song-1", "SONG_CREATED", {"name": "Blue"}, expected_version=NO_STREAM)
     first.shutdown(app)
     # Version 2: one upcaster.
     second = new_stack(Calls(), upto=2)
-    app = make_app(second, **config)
+    app = make_pii_app(second, **config)
     with app.app_context():
         assert second.model(Songs).created == []  # model() does not start the stack
         second.startup()
@@ -119,7 +115,7 @@ def test_old_events_are_delivered_upcast_to_the_newest_version_after_a_restart(
     # Version 3: the whole chain.
     calls = Calls()
     stack = new_stack(calls)
-    app = make_app(stack, **config)
+    app = make_pii_app(stack, **config)
     stack.startup(app)
     with app.app_context():
         newest = {"title": "Both Sides Now", "genre": "folk"}
@@ -139,7 +135,7 @@ def test_old_events_are_delivered_upcast_to_the_newest_version_after_a_restart(
         assert stack.model(Songs).created == [(blue, 1, True), (river, 2, True), (newest, 3, True)]
 
     # The stored data was never rewritten.
-    assert raw_songs(durable_backend, app) == [
+    assert raw_songs(durable_pii_backend, app) == [
         ("song-1", {"name": "Blue"}, 1),
         ("song-2", {"title": "River"}, 2),
         ("song-3", {"title": "Both Sides Now", "genre": "folk"}, 3),
@@ -147,10 +143,10 @@ def test_old_events_are_delivered_upcast_to_the_newest_version_after_a_restart(
 
 
 def test_upcasters_registered_after_events_were_recorded_apply_to_every_reader(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = new_stack()
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     calls = Calls()
     with app.app_context():
         stack.record_event("song-1", "SONG_CREATED", {"name": "Blue"}, expected_version=NO_STREAM)
@@ -168,14 +164,14 @@ def test_upcasters_registered_after_events_were_recorded_apply_to_every_reader(
         assert newest.schema_version == 3
         assert [e.data for e in stack.read_events()] == [upcast, {"title": "River", "genre": "folk"}]
 
-    assert raw_songs(backend, app) == [
+    assert raw_songs(pii_backend, app) == [
         ("song-1", {"name": "Blue"}, 1),
         ("song-2", {"title": "River", "genre": "folk"}, 3),
     ]
 
 
 def test_upcasters_see_the_pii_merged_back_and_then_its_anonymised_form(
-    backend: Backend, make_app: AppFactory
+    pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     stack = ShimmieStack()
     seen: list[dict[str, Any]] = []
@@ -184,7 +180,7 @@ def test_upcasters_see_the_pii_merged_back_and_then_its_anonymised_form(
         seen.append(dict(data))
         return {"name": data["name"], "contact": {"email": data["email"]}}
 
-    app = make_app(stack, **backend.config())
+    app = make_pii_app(stack, **pii_backend.config())
     with app.app_context():
         stack.record_unchecked_event(
             "fan-1", "FAN_JOINED", {"name": "Fan", "email": "fan.secret@example.com"}, pii_fields=["email"]
@@ -201,7 +197,7 @@ def test_upcasters_see_the_pii_merged_back_and_then_its_anonymised_form(
         {"name": "Fan", "email": "fan.secret@example.com"},
         {"name": "Fan", "email": ""},
     ]
-    assert_absent(backend.raw_event_rows(app) + backend.raw_pii_rows(app), "fan.secret@example.com")
+    assert_absent(pii_backend.raw_event_rows(app) + pii_backend.raw_pii_rows(app), "fan.secret@example.com")
 
 
 def identity(data: dict[str, Any]) -> dict[str, Any]:
@@ -220,14 +216,14 @@ def test_an_upcaster_from_a_version_below_1_or_not_a_whole_number_is_refused(fro
 
 
 def test_registering_the_same_from_version_twice_is_refused_and_changes_nothing(
-    make_app: AppFactory,
+    make_pii_app: AppFactory,
 ) -> None:
     calls = Calls()
     stack = ShimmieStack()
     stack.upcaster("SONG_CREATED", 1, calls.v1_to_v2)
     with pytest.raises(ValueError, match="already registered"):
         stack.upcaster("SONG_CREATED", 1, identity)
-    app = make_app(stack)
+    app = make_pii_app(stack)
     with pytest.raises(ValueError, match="already registered"):
         stack.upcaster("SONG_CREATED", 1, identity)
     with pytest.raises(ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask_shimmie.storage import event_store_from_url
 from flask_shimmie.storage.interface import EventStore
-from tests.stores.helpers import batch, pending
+from tests.storage.helpers import batch, pending
 
 CONTEXT = multiprocessing.get_context("spawn")
 

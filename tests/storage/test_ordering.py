@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from flask_shimmie.storage.interface import REPLAY_CHUNK_SIZE, REPLAY_PAGE_SIZE, EventStore, PendingEvent
-from tests.stores.helpers import append_one, batch, new_event_id, pending, positions, versions_by_stream
+from tests.storage.helpers import append_one, batch, new_event_id, pending, positions, versions_by_stream
 
 
 def fill(store: EventStore) -> None:

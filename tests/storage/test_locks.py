@@ -10,9 +10,9 @@ import pytest
 
 from flask_shimmie.errors import ObjectLockedError
 from flask_shimmie.storage.interface import EventStore
-from tests.stores.conftest import require_durable
-from tests.stores.helpers import append_one, run_in_threads
-from tests.stores.workers import CONTEXT, Workers
+from tests.backends import require_durable
+from tests.storage.helpers import append_one, run_in_threads
+from tests.storage.workers import CONTEXT, Workers
 
 
 def try_lock_in_thread(

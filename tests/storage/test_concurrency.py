@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM, Expected
 from flask_shimmie.storage.interface import EventStore, PendingEvent
-from tests.stores.conftest import require_durable
-from tests.stores.helpers import batch, new_event_id, pending, positions, run_in_threads, versions_by_stream
-from tests.stores.workers import CONTEXT, Workers
+from tests.backends import require_durable
+from tests.storage.helpers import batch, new_event_id, pending, positions, run_in_threads, versions_by_stream
+from tests.storage.workers import CONTEXT, Workers
 
 THREADS = 8
 APPENDS_PER_THREAD = 100

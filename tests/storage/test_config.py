@@ -8,7 +8,7 @@ import pytest
 
 from flask_shimmie.errors import ConfigurationError, StoreUnavailableError
 from flask_shimmie.storage import event_store_from_url, pii_store_from_url
-from tests.stores.conftest import postgres_base_url, require_backend
+from tests.backends import BACKEND_MODULES, postgres_base_url, require_backend, require_modules
 
 BAD_URLS = [
     pytest.param("mysql://user@localhost/db", None, id="unknown-scheme"),
@@ -46,13 +46,7 @@ UNREACHABLE = "postgresql://postgres:s3cret-pw@127.0.0.1:1/test"
 
 
 def _import_postgres_modules() -> None:
-    for module in ("flask_shimmie.storage.postgres.events", "flask_shimmie.storage.postgres.pii"):
-        try:
-            __import__(module)
-        except ImportError as error:
-            from tests.stores.conftest import skip_or_fail
-
-            skip_or_fail(f"{module} does not import yet: {error}")
+    require_modules(*BACKEND_MODULES["postgresql"])
 
 
 @pytest.mark.postgres

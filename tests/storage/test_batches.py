@@ -7,7 +7,7 @@ import pytest
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import AppendResult, EventStore
-from tests.stores.helpers import append_one, batch, pending, positions
+from tests.storage.helpers import append_one, batch, pending, positions
 
 
 def test_a_batch_whose_check_fails_writes_none_of_its_events(store: EventStore) -> None:

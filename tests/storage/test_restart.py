@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import EventStore
-from tests.stores.conftest import require_durable
-from tests.stores.helpers import append_one, batch, pending, pending_with_pii, positions
+from tests.backends import require_durable
+from tests.storage.helpers import append_one, batch, pending, pending_with_pii, positions
 
 
 def test_close_and_open_again_keeps_every_event(store: EventStore) -> None:

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from flask_shimmie.storage.interface import EventStore
-from tests.stores.conftest import require_durable
-from tests.stores.helpers import append_one, batch, new_event_id, pending, run_in_threads
-from tests.stores.workers import CONTEXT, Workers
+from tests.backends import require_durable
+from tests.storage.helpers import append_one, batch, new_event_id, pending, run_in_threads
+from tests.storage.workers import CONTEXT, Workers
 
 WRITER_THREADS = 3
 APPENDS_PER_WRITER = 60

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from flask_shimmie.storage.interface import EventStore, Snapshot
-from tests.stores.conftest import require_durable
+from tests.backends import require_durable
 
 
 def by_model(snapshots: list[Snapshot]) -> dict[str, Snapshot]:

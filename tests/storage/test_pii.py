@@ -11,8 +11,8 @@ import pytest
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import AppendResult, EventStore, PiiRecord, PiiStore
-from tests.stores.conftest import require_durable
-from tests.stores.helpers import PII_PLACEHOLDER, batch, new_event_id, pending, pending_with_pii
+from tests.backends import require_durable
+from tests.storage.helpers import PII_PLACEHOLDER, batch, new_event_id, pending, pending_with_pii
 
 EMAIL = "zoë.secret@example.com"
 PHONE = "+44 7700 900123"

@@ -7,7 +7,7 @@ import pytest
 from flask_shimmie.errors import StreamVersionError
 from flask_shimmie.events import ANY, NO_STREAM, STREAM_EXISTS, Expected
 from flask_shimmie.storage.interface import EventStore
-from tests.stores.helpers import append_one, batch, pending, positions
+from tests.storage.helpers import append_one, batch, pending, positions
 
 CASES = [
     # (events already on the stream, expected, accepted)

@@ -9,7 +9,7 @@ import pytest
 from flask_shimmie.errors import ShimmieError, StreamVersionError
 from flask_shimmie.events import NO_STREAM
 from flask_shimmie.storage.interface import AppendResult, EventStore
-from tests.stores.helpers import append_one, batch, pending, positions
+from tests.storage.helpers import append_one, batch, pending, positions
 
 
 def test_a_retry_with_a_known_event_id_returns_the_stored_event(store: EventStore) -> None:
