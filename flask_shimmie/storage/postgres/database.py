@@ -105,8 +105,9 @@ def _configure(conn: PooledConnection) -> None:
     # Every query the stores make is an index probe or an index range, but a
     # young table has no statistics (autovacuum analyses it a minute later at
     # the earliest) and the planner then scans it whole, slower with every
-    # row, so writes to a fresh schema slow down within seconds. This only makes scans a last resort; a query without a usable
-    # index (counting events by name) still scans.
+    # row, so writes to a fresh schema slow down within seconds. This only
+    # makes scans a last resort; a query without a usable index (counting
+    # events by name) still scans.
     conn.execute("SET enable_seqscan = off")
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
