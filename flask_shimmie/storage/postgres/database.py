@@ -61,6 +61,11 @@ CONNECT_TIMEOUT = 5
 SCHEMA_VERSION = 1
 
 
+#: Seconds ``VACUUM FULL`` waits for its exclusive lock: while it waits, every
+#: other use of the table queues behind it, so it gives up instead.
+VACUUM_LOCK_TIMEOUT = 5.0
+
+
 _SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 
 
@@ -392,6 +397,54 @@ class PostgresDatabase:
                     reason = None
                 pools.probe = (time.monotonic(), reason)
             return reason
+
+    def vacuum(self, name: str, *, full: bool = False) -> None:
+        """``VACUUM`` one of our tables (its TOAST table too), or ``VACUUM FULL`` it.
+
+        A plain VACUUM takes no lock that readers or writers wait for. ``full``
+        rewrites the table into new files under an ACCESS EXCLUSIVE lock,
+        which it waits for at most :data:`VACUUM_LOCK_TIMEOUT` seconds.
+        PostgreSQL only warns when it skips a table (the role does not own
+        it); that and a lock not obtained raise
+        :class:`StoreUnavailableError`.
+        """
+        statement = sql.SQL("VACUUM FULL {}" if full else "VACUUM {}").format(self.table(name))
+        lock_timeout = f"{int(VACUUM_LOCK_TIMEOUT * 1000)}ms"
+
+        def work(conn: PooledConnection) -> list[str]:
+            warnings: list[str] = []
+
+            def note(diagnostic: psycopg.errors.Diagnostic) -> None:
+                if diagnostic.severity_nonlocalized == "WARNING":
+                    warnings.append(diagnostic.message_primary or "")
+
+            conn.add_notice_handler(note)
+            try:
+                if full:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", [lock_timeout])
+                try:
+                    conn.execute(statement)
+                except psycopg.errors.LockNotAvailable:
+                    raise StoreUnavailableError(
+                        f"{self.key} = {self.safe_url}: VACUUM FULL of {self.schema}.{name} did not "
+                        f"get its exclusive lock within {VACUUM_LOCK_TIMEOUT:g}s (a transaction is "
+                        "using the table); deleted rows stay deleted, but their bytes stay in its "
+                        "files until a VACUUM FULL completes."
+                    ) from None
+                finally:
+                    if full:
+                        conn.execute("RESET lock_timeout")
+            finally:
+                conn.remove_notice_handler(note)
+            return warnings
+
+        warnings = self.run(work)
+        if warnings:
+            raise StoreUnavailableError(
+                f"{self.key} = {self.safe_url}: VACUUM of {self.schema}.{name} did not run "
+                f"({'; '.join(warnings)}); deleted rows stay deleted, but their bytes stay in its "
+                "files. Vacuum the table as its owner."
+            )
 
     def heal(self, pool: ConnectionPool[PooledConnection]) -> None:
         """Check ``pool``'s idle connections, replacing the broken ones.
