@@ -413,6 +413,72 @@ def test_postgres_vacuum_full_gives_up_on_a_table_in_use(
     assert postgres_hits(postgres_backend, marker) == {}
 
 
+def hold_transaction(started: threading.Event, release: threading.Event) -> None:
+    """Keep a transaction with an id open, as a long report or an idle-in-transaction session does."""
+    with psycopg.connect(postgres_base_url(), connect_timeout=5) as conn:
+        conn.execute("SELECT pg_current_xact_id()")
+        started.set()
+        release.wait(30)
+        conn.rollback()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("vacuum", [False, True], ids=["vacuum", "vacuum-full"])
+def test_postgres_erasure_waits_for_transactions_that_still_see_the_rows(
+    postgres_backend: Backend, make_app: AppFactory, vacuum: bool
+) -> None:
+    marker = new_marker()
+    stack = new_stack()
+    app = start_app(make_app, postgres_backend, "colocated", stack)
+    with app.app_context():
+        record_layout(stack, marker, "middle")
+    started, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_transaction, args=(started, release))
+    holder.start()
+    try:
+        assert started.wait(10)
+        threading.Timer(1.0, release.set).start()
+        begun = time.monotonic()
+        with app.app_context():
+            assert stack.erase_pii("victim", vacuum=vacuum) == 1
+        took = time.monotonic() - begun
+    finally:
+        release.set()
+        holder.join(10)
+    assert took >= 0.8, "the VACUUM should have waited for the older transaction"
+    assert postgres_hits(postgres_backend, marker) == {}
+
+
+@pytest.mark.postgres
+def test_postgres_erasure_reports_a_transaction_that_outlives_the_wait(
+    postgres_backend: Backend, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_database, "HORIZON_TIMEOUT", 0.5)
+    marker = new_marker()
+    stack = new_stack()
+    app = start_app(make_app, postgres_backend, "colocated", stack)
+    with app.app_context():
+        record_layout(stack, marker, "middle")
+    started, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_transaction, args=(started, release))
+    holder.start()
+    try:
+        assert started.wait(10)
+        with app.app_context(), pytest.raises(StoreUnavailableError) as raised:
+            stack.erase_pii("victim")
+        message = str(raised.value)
+        assert "The PII of 1 events on stream 'victim' is erased" in message
+        assert "cannot remove the deleted rows yet: process " in message
+        assert_erased(app, stack, "victim")
+        assert postgres_hits(postgres_backend, marker)
+    finally:
+        release.set()
+        holder.join(10)
+    with app.app_context():
+        assert stack.erase_pii("victim") == 0
+    assert postgres_hits(postgres_backend, marker) == {}
+
+
 @pytest.fixture(name="non_owner")
 def non_owner_fixture(made_apps: MadeApps) -> Iterator[str]:
     """A login role that may read and write the tables but owns none of them."""

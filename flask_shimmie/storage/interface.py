@@ -154,12 +154,14 @@ class Backend(ABC):
         - SQLite zeroes deleted content as it deletes (``secure_delete``) and
           here empties the WAL, which still holds the pages as they were;
           ``vacuum`` adds nothing. Nothing readable is left in the files.
-        - PostgreSQL runs a plain ``VACUUM``, which removes the dead rows but
-          can leave their bytes in a page's free space; with ``vacuum`` it
-          runs ``VACUUM FULL``, which rewrites the table (and its TOAST) into
-          new files under an exclusive lock for as long as that takes (the
-          snapshot table, a row per model, is always rewritten). The server's
-          WAL keeps the values until its segments are overwritten.
+        - PostgreSQL first waits for the transactions older than the erasure
+          (while one runs, no VACUUM may remove the rows), then runs a plain
+          ``VACUUM``, which removes the dead rows but can leave their bytes
+          in a page's free space; with ``vacuum`` it runs ``VACUUM FULL``,
+          which rewrites the table (and its TOAST) into new files under an
+          exclusive lock for as long as that takes (the snapshot table, a row
+          per model, is always rewritten). The server's WAL keeps the values
+          until its segments are overwritten.
         - The memory engine keeps nothing on disk: it has nothing to do.
 
         Raises :class:`~flask_shimmie.errors.StoreUnavailableError` when the

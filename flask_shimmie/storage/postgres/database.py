@@ -66,6 +66,40 @@ SCHEMA_VERSION = 1
 VACUUM_LOCK_TIMEOUT = 5.0
 
 
+#: Seconds :meth:`PostgresDatabase.vacuum` waits for the transactions that may
+#: still see rows deleted before it began (no VACUUM can remove those rows).
+HORIZON_TIMEOUT = 10.0
+
+
+#: Seconds between two looks at those transactions.
+HORIZON_POLL = 0.05
+
+
+# The next transaction id, as an ``xid`` (its low 32 bits): every transaction
+# that began before it may still see the rows deleted so far.
+_NEXT_XID = "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296)::text"
+
+
+# What holds a snapshot or an id older than %(xid)s, as VACUUM's horizon counts
+# them: transactions of this database (autovacuum workers excepted: VACUUM
+# ignores their snapshots), standbys' feedback through walsenders, prepared
+# transactions and replication slots. ``age`` compares ids across wraparound.
+_OLDER_THAN = """
+SELECT 'process ' || pid || coalesce(' (' || state || ' since ' || xact_start || ')', '')
+FROM pg_stat_activity
+WHERE pid <> pg_backend_pid()
+  AND (datname = current_database() OR backend_type = 'walsender')
+  AND backend_type <> 'autovacuum worker'
+  AND age(coalesce(backend_xmin, backend_xid)) > age(%(xid)s::xid)
+UNION ALL
+SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts
+WHERE database = current_database() AND age(transaction) > age(%(xid)s::xid)
+UNION ALL
+SELECT 'replication slot ' || slot_name FROM pg_replication_slots
+WHERE age(xmin) > age(%(xid)s::xid)
+"""
+
+
 _SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 
 
@@ -401,13 +435,18 @@ class PostgresDatabase:
     def vacuum(self, name: str, *, full: bool = False) -> None:
         """``VACUUM`` one of our tables (its TOAST table too), or ``VACUUM FULL`` it.
 
-        A plain VACUUM takes no lock that readers or writers wait for. ``full``
-        rewrites the table into new files under an ACCESS EXCLUSIVE lock,
-        which it waits for at most :data:`VACUUM_LOCK_TIMEOUT` seconds.
-        PostgreSQL only warns when it skips a table (the role does not own
-        it); that and a lock not obtained raise
-        :class:`StoreUnavailableError`.
+        Rows deleted before the call are removed: a row that an older
+        transaction may still see is kept by every kind of VACUUM (VACUUM
+        FULL copies it), so this first waits up to :data:`HORIZON_TIMEOUT`
+        seconds for such transactions to end. A plain VACUUM takes no lock
+        that readers or writers wait for. ``full`` rewrites the table into new
+        files under an ACCESS EXCLUSIVE lock, which it waits for at most
+        :data:`VACUUM_LOCK_TIMEOUT` seconds. Raises
+        :class:`StoreUnavailableError` when a transaction outlives the wait,
+        when the lock is not obtained, and when PostgreSQL skips the table
+        (the role does not own it), which it only warns about.
         """
+        self._wait_for_older_transactions(name)
         statement = sql.SQL("VACUUM FULL {}" if full else "VACUUM {}").format(self.table(name))
         lock_timeout = f"{int(VACUUM_LOCK_TIMEOUT * 1000)}ms"
 
@@ -445,6 +484,25 @@ class PostgresDatabase:
                 f"({'; '.join(warnings)}); deleted rows stay deleted, but their bytes stay in its "
                 "files. Vacuum the table as its owner."
             )
+
+    def _wait_for_older_transactions(self, name: str) -> None:
+        row = self.run(lambda conn: conn.execute(_NEXT_XID).fetchone())
+        params = {"xid": row[0] if row else "0"}
+        deadline = time.monotonic() + HORIZON_TIMEOUT
+        while True:
+            older = [
+                str(found) for (found,) in self.run(lambda conn: conn.execute(_OLDER_THAN, params).fetchall())
+            ]
+            if not older:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreUnavailableError(
+                    f"{self.key} = {self.safe_url}: VACUUM of {self.schema}.{name} cannot remove the "
+                    f"deleted rows yet: {', '.join(older[:5])} began before they were deleted and "
+                    f"was still running after {HORIZON_TIMEOUT:g}s. They stay deleted, but their "
+                    "bytes stay in the table's files until a VACUUM after it ends."
+                )
+            time.sleep(HORIZON_POLL)
 
     def heal(self, pool: ConnectionPool[PooledConnection]) -> None:
         """Check ``pool``'s idle connections, replacing the broken ones.

@@ -38,8 +38,9 @@ BUSY_TIMEOUT = 30.0
 MAX_IDLE_READERS = 16
 
 
-#: Seconds :meth:`SqliteDatabase.truncate_wal` keeps trying while readers hold old snapshots.
-CHECKPOINT_TIMEOUT = 30.0
+#: Seconds :meth:`SqliteDatabase.truncate_wal` keeps trying while readers hold old snapshots
+#: (well within a web worker's timeout: an erasure may come from an admin request).
+CHECKPOINT_TIMEOUT = 10.0
 
 
 #: Seconds one checkpoint attempt waits for readers. Writers wait meanwhile, so it is short.
