@@ -147,12 +147,18 @@ def history(stream_id: str, as_json: bool) -> None:
 
 @shimmie_cli.command("erase-pii")
 @click.argument("stream_id")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="PostgreSQL: VACUUM FULL the PII table, so that its files keep no copy "
+    "(locks the table while it is rewritten). SQLite leaves no copy either way.",
+)
 @click.confirmation_option(prompt="Erase the PII of this stream for good?")
-def erase_pii(stream_id: str) -> None:
+def erase_pii(stream_id: str, vacuum: bool) -> None:
     """Erase the PII of every event of STREAM_ID, for good."""
     try:
         state = _state()
-        count = state.stack.erase_pii(stream_id)
+        count = state.stack.erase_pii(stream_id, vacuum=vacuum)
     except ShimmieError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"Erased the PII of {count} events on stream {stream_id!r}.")

@@ -17,7 +17,7 @@ from werkzeug.local import LocalProxy
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver
-from .errors import PiiNotConfiguredError, register_error_handlers
+from .errors import PiiNotConfiguredError, StoreUnavailableError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
 from .models import Model
@@ -503,11 +503,20 @@ class ShimmieStack:
         state = self._state()
         return state.decode(state.event_store.read(after, limit, stream_ids=ids, event_names=names))
 
-    def erase_pii(self, stream_id: str) -> int:
+    def erase_pii(self, stream_id: str, *, vacuum: bool = False) -> int:
         """Erase every event's PII on ``stream_id`` for good; return how many events had some.
 
         Records a ``shimmie.pii_erased`` event ``{"erased_events": n}`` on the
-        stream; from then on its PII fields read as anonymised values.
+        stream; from then on its PII fields read as anonymised values. Then
+        the deleted bytes leave the database files: on SQLite nothing
+        readable is left; on PostgreSQL a plain VACUUM runs, or, with
+        ``vacuum``, a VACUUM FULL of the PII table, which guarantees the table's
+        files hold no copy but locks the table while it rewrites it (see
+        :meth:`~flask_shimmie.storage.interface.Backend.purge_residue`).
+
+        Raises :class:`StoreUnavailableError` when that clean-up could not
+        complete; the PII is erased and the event recorded all the same, and
+        erasing again retries the clean-up.
         """
         state = self._state()
         check_name(stream_id, "stream_id")
@@ -522,6 +531,16 @@ class ShimmieStack:
         self.record_unchecked_event(stream_id, PII_ERASED_EVENT, {"erased_events": count})
         if pii_erased.receivers:
             pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
+        # Last, as it is the part that can wait on other connections: the
+        # erasure above stands whether or not the files could be cleaned.
+        try:
+            state.pii_store.purge_residue(vacuum=vacuum)
+            state.event_store.purge_residue(vacuum=vacuum)
+        except StoreUnavailableError as error:
+            raise StoreUnavailableError(
+                f"The PII of {count} events on stream {stream_id!r} is erased, but copies of it may "
+                f"remain in the database files: {error} Erase the stream again to retry."
+            ) from error
         return count
 
     @property

@@ -10,7 +10,8 @@ A PII store keeps personal data apart from events, so it can be erased: a PII
 row holds only an event's ``event_id``, its ``stream_id``, the PII values (as
 JSON text) and when it was written (to tell orphans from writes in flight).
 Erasing a stream deletes its rows for good; an event whose PII row is gone
-reads with anonymised values.
+reads with anonymised values. :meth:`Backend.purge_residue` then removes the
+deleted bytes from the database's files, as far as the engine can.
 """
 
 from __future__ import annotations
@@ -140,6 +141,33 @@ class Backend(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise :class:`~flask_shimmie.errors.StoreUnavailableError` if unreachable."""
+
+    @abstractmethod
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """Remove from the database's files the bytes of the rows this store deleted.
+
+        A DELETE only unlinks a row: its bytes stay on disk until something
+        overwrites them. The stack calls this on the PII store and on the
+        event store (whose snapshots may hold PII) after an erasure. Each
+        engine removes what it can reach:
+
+        - SQLite zeroes deleted content as it deletes (``secure_delete``) and
+          here empties the WAL, which still holds the pages as they were;
+          ``vacuum`` adds nothing. Nothing readable is left in the files.
+        - PostgreSQL first waits for the transactions older than the erasure
+          (while one runs, no VACUUM may remove the rows), then runs a plain
+          ``VACUUM``, which removes the dead rows but can leave their bytes
+          in a page's free space; with ``vacuum`` it runs ``VACUUM FULL``,
+          which rewrites the table (and its TOAST) into new files under an
+          exclusive lock for as long as that takes (the snapshot table, a row
+          per model, is always rewritten). The server's WAL keeps the values
+          until its segments are overwritten.
+        - The memory engine keeps nothing on disk: it has nothing to do.
+
+        Raises :class:`~flask_shimmie.errors.StoreUnavailableError` when the
+        clean-up could not complete (the rows stay deleted; calling it again
+        retries).
+        """
 
 
 class EventStore(Backend):

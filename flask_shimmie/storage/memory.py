@@ -43,6 +43,9 @@ class MemoryPiiStore(PiiStore):
     def ping(self) -> None:
         """Always reachable."""
 
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """Nothing to do: a deleted row leaves nothing behind but memory the process reuses."""
+
     def put(self, records: Sequence[PiiRecord]) -> None:
         with self.lock:
             self.put_locked(records)
@@ -108,6 +111,9 @@ class MemoryEventStore(EventStore):
 
     def ping(self) -> None:
         """Always reachable."""
+
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """Nothing to do: deleted snapshots leave nothing behind but memory the process reuses."""
 
     def append_batches(
         self, batches: Sequence[AppendBatch], *, write_pii: bool = False

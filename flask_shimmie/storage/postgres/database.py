@@ -61,6 +61,45 @@ CONNECT_TIMEOUT = 5
 SCHEMA_VERSION = 1
 
 
+#: Seconds ``VACUUM FULL`` waits for its exclusive lock: while it waits, every
+#: other use of the table queues behind it, so it gives up instead.
+VACUUM_LOCK_TIMEOUT = 5.0
+
+
+#: Seconds :meth:`PostgresDatabase.vacuum` waits for the transactions that may
+#: still see rows deleted before it began (no VACUUM can remove those rows).
+HORIZON_TIMEOUT = 10.0
+
+
+#: Seconds between two looks at those transactions.
+HORIZON_POLL = 0.05
+
+
+# The next transaction id, as an ``xid`` (its low 32 bits): every transaction
+# that began before it may still see the rows deleted so far.
+_NEXT_XID = "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296)::text"
+
+
+# What holds a snapshot or an id older than %(xid)s, as VACUUM's horizon counts
+# them: transactions of this database (autovacuum workers excepted: VACUUM
+# ignores their snapshots), standbys' feedback through walsenders, prepared
+# transactions and replication slots. ``age`` compares ids across wraparound.
+_OLDER_THAN = """
+SELECT 'process ' || pid || coalesce(' (' || state || ' since ' || xact_start || ')', '')
+FROM pg_stat_activity
+WHERE pid <> pg_backend_pid()
+  AND (datname = current_database() OR backend_type = 'walsender')
+  AND backend_type <> 'autovacuum worker'
+  AND age(coalesce(backend_xmin, backend_xid)) > age(%(xid)s::xid)
+UNION ALL
+SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts
+WHERE database = current_database() AND age(transaction) > age(%(xid)s::xid)
+UNION ALL
+SELECT 'replication slot ' || slot_name FROM pg_replication_slots
+WHERE age(xmin) > age(%(xid)s::xid)
+"""
+
+
 _SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 
 
@@ -392,6 +431,78 @@ class PostgresDatabase:
                     reason = None
                 pools.probe = (time.monotonic(), reason)
             return reason
+
+    def vacuum(self, name: str, *, full: bool = False) -> None:
+        """``VACUUM`` one of our tables (its TOAST table too), or ``VACUUM FULL`` it.
+
+        Rows deleted before the call are removed: a row that an older
+        transaction may still see is kept by every kind of VACUUM (VACUUM
+        FULL copies it), so this first waits up to :data:`HORIZON_TIMEOUT`
+        seconds for such transactions to end. A plain VACUUM takes no lock
+        that readers or writers wait for. ``full`` rewrites the table into new
+        files under an ACCESS EXCLUSIVE lock, which it waits for at most
+        :data:`VACUUM_LOCK_TIMEOUT` seconds. Raises
+        :class:`StoreUnavailableError` when a transaction outlives the wait,
+        when the lock is not obtained, and when PostgreSQL skips the table
+        (the role does not own it), which it only warns about.
+        """
+        self._wait_for_older_transactions(name)
+        statement = sql.SQL("VACUUM FULL {}" if full else "VACUUM {}").format(self.table(name))
+        lock_timeout = f"{int(VACUUM_LOCK_TIMEOUT * 1000)}ms"
+
+        def work(conn: PooledConnection) -> list[str]:
+            warnings: list[str] = []
+
+            def note(diagnostic: psycopg.errors.Diagnostic) -> None:
+                if diagnostic.severity_nonlocalized == "WARNING":
+                    warnings.append(diagnostic.message_primary or "")
+
+            conn.add_notice_handler(note)
+            try:
+                if full:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", [lock_timeout])
+                try:
+                    conn.execute(statement)
+                except psycopg.errors.LockNotAvailable:
+                    raise StoreUnavailableError(
+                        f"{self.key} = {self.safe_url}: VACUUM FULL of {self.schema}.{name} did not "
+                        f"get its exclusive lock within {VACUUM_LOCK_TIMEOUT:g}s (a transaction is "
+                        "using the table); deleted rows stay deleted, but their bytes stay in its "
+                        "files until a VACUUM FULL completes."
+                    ) from None
+                finally:
+                    if full:
+                        conn.execute("RESET lock_timeout")
+            finally:
+                conn.remove_notice_handler(note)
+            return warnings
+
+        warnings = self.run(work)
+        if warnings:
+            raise StoreUnavailableError(
+                f"{self.key} = {self.safe_url}: VACUUM of {self.schema}.{name} did not run "
+                f"({'; '.join(warnings)}); deleted rows stay deleted, but their bytes stay in its "
+                "files. Vacuum the table as its owner."
+            )
+
+    def _wait_for_older_transactions(self, name: str) -> None:
+        row = self.run(lambda conn: conn.execute(_NEXT_XID).fetchone())
+        params = {"xid": row[0] if row else "0"}
+        deadline = time.monotonic() + HORIZON_TIMEOUT
+        while True:
+            older = [
+                str(found) for (found,) in self.run(lambda conn: conn.execute(_OLDER_THAN, params).fetchall())
+            ]
+            if not older:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreUnavailableError(
+                    f"{self.key} = {self.safe_url}: VACUUM of {self.schema}.{name} cannot remove the "
+                    f"deleted rows yet: {', '.join(older[:5])} began before they were deleted and "
+                    f"was still running after {HORIZON_TIMEOUT:g}s. They stay deleted, but their "
+                    "bytes stay in the table's files until a VACUUM after it ends."
+                )
+            time.sleep(HORIZON_POLL)
 
     def heal(self, pool: ConnectionPool[PooledConnection]) -> None:
         """Check ``pool``'s idle connections, replacing the broken ones.

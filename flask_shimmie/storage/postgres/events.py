@@ -418,6 +418,15 @@ class PostgresEventStore(EventStore):
         # A rerun after a lost answer would count 0 rows.
         return self._db.run(lambda conn: conn.execute(self._sql_delete_snapshots).rowcount, retry=False)
 
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """VACUUM FULL ``shimmie_snapshots``, whatever ``vacuum`` says.
+
+        Erasing deletes every snapshot, and a plain VACUUM leaves the bytes of
+        pages it empties; rewriting a table of one row per model costs next to
+        nothing. The colocated PII table is its PII store's to purge.
+        """
+        self._db.vacuum("shimmie_snapshots", full=True)
+
     # -- locks and notifications -------------------------------------------
 
     def lock_stream(self, stream_id: str, timeout: float) -> AbstractContextManager[None]:

@@ -95,6 +95,17 @@ class PostgresPiiStore(PiiStore):
         # A rerun after a lost answer would count 0 rows.
         return self._db.run(lambda conn: conn.execute(self._sql_erase, [stream_id]).rowcount, retry=False)
 
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """VACUUM ``shimmie_pii``; with ``vacuum``, VACUUM FULL (see :meth:`Backend.purge_residue`).
+
+        A plain VACUUM compacts each page it prunes, which overwrites a
+        deleted row with the rows stored after it on the page; the bytes of a
+        row stored last on its page, or of rows that filled whole pages,
+        stay in the free space until new rows overwrite them. VACUUM FULL
+        copies the live rows into new files and drops the old ones.
+        """
+        self._db.vacuum("shimmie_pii", full=vacuum)
+
     def event_ids_older_than(self, seconds: float) -> list[str]:
         rows = self._db.run(lambda conn: conn.execute(self._sql_older, [seconds]).fetchall())
         return [row[0] for row in rows]

@@ -5,7 +5,9 @@ writer connection per process (writers take turns under a lock, and across
 processes under ``BEGIN IMMEDIATE``), and a small pool of reader connections
 that WAL lets read while the writer writes. The event store keeps its
 colocated PII table in its own database, through the same object, so an event
-and its PII commit together.
+and its PII commit together. Deleted rows are zeroed (``secure_delete``), and
+:meth:`SqliteDatabase.truncate_wal` empties the WAL after an erasure, so no
+copy of erased PII stays in the files.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ BUSY_TIMEOUT = 30.0
 
 #: Idle reader connections kept per database and process; more are opened on demand.
 MAX_IDLE_READERS = 16
+
+
+#: Seconds :meth:`SqliteDatabase.truncate_wal` keeps trying while readers hold old snapshots
+#: (well within a web worker's timeout: an erasure may come from an admin request).
+CHECKPOINT_TIMEOUT = 10.0
+
+
+#: Seconds one checkpoint attempt waits for readers. Writers wait meanwhile, so it is short.
+CHECKPOINT_ATTEMPT = 0.2
+
+
+#: Seconds between two checkpoint attempts, in which writers get their turn.
+CHECKPOINT_PAUSE = 0.05
 
 
 #: The one-row table that records :data:`SCHEMA_VERSION` in every file the stores create.
@@ -92,6 +107,10 @@ class _Connections:
             # FULL syncs the WAL at every commit: a commit that returned
             # survives a power loss (NORMAL would only protect the file).
             connection.execute("PRAGMA synchronous=FULL")
+            # Every file the stores create may hold PII (the PII table, model
+            # snapshots): a delete must zero the row's bytes, not just unlink
+            # them. Builds differ in their default (Debian's is ON, SQLite's OFF).
+            connection.execute("PRAGMA secure_delete=ON")
         except BaseException:
             connection.close()
             raise
@@ -287,6 +306,40 @@ class SqliteDatabase:
                     with suppress(sqlite3.Error):
                         connection.execute("ROLLBACK")
                 raise
+
+    def truncate_wal(self) -> None:
+        """Copy every WAL frame into the file and truncate the WAL to zero bytes.
+
+        The WAL keeps every version of a page that was written, deleted rows
+        included, until new frames overwrite it; ``secure_delete`` only zeroes
+        the latest version. A reader whose snapshot still reads from the WAL
+        keeps it from being emptied: each attempt waits for readers
+        :data:`CHECKPOINT_ATTEMPT` seconds (writers wait meanwhile, in other
+        processes too), then gives writers a turn and tries again, for up to
+        :data:`CHECKPOINT_TIMEOUT` seconds. Raises :class:`StoreUnavailableError`
+        when the WAL could not be emptied by then; a file not in WAL mode has
+        nothing to empty.
+        """
+        connections = self._live_connections()
+        deadline = time.monotonic() + CHECKPOINT_TIMEOUT
+        while True:
+            with connections.write_lock, self._errors():
+                connection = connections.writer_connection()
+                connection.execute(f"PRAGMA busy_timeout={int(CHECKPOINT_ATTEMPT * 1000)}")
+                try:
+                    busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            if not busy:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreUnavailableError(
+                    f"The WAL of the SQLite database {self.path} could not be emptied within "
+                    f"{CHECKPOINT_TIMEOUT:g}s ({copied} of {frames} frames copied): a reader or "
+                    "writer held the database all along. Rows deleted before stay deleted, but "
+                    f"their old bytes remain in {self.path}-wal until a checkpoint completes."
+                )
+            time.sleep(CHECKPOINT_PAUSE)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -381,5 +381,9 @@ class SqliteEventStore(EventStore):
         with self._db.writing() as connection:
             return connection.execute("DELETE FROM shimmie_snapshots").rowcount
 
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """Empty the WAL, which still holds deleted snapshots and colocated PII rows."""
+        self._db.truncate_wal()
+
     def colocated_pii_store(self) -> SqlitePiiStore:
         return self._pii

@@ -83,6 +83,10 @@ class SqlitePiiStore(PiiStore):
         with self._db.writing() as connection:
             return connection.execute("DELETE FROM shimmie_pii WHERE stream_id = ?", (stream_id,)).rowcount
 
+    def purge_residue(self, *, vacuum: bool = False) -> None:
+        """Empty the WAL, the last place that holds deleted PII (``secure_delete`` zeroed the rest)."""
+        self._db.truncate_wal()
+
     def event_ids_older_than(self, seconds: float) -> list[str]:
         with self._db.reading() as connection:
             rows = connection.execute(
