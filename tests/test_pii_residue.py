@@ -30,15 +30,13 @@ from flask import Flask
 from flask_shimmie import Event, Model, ShimmieStack, StoreUnavailableError, subscribe
 from flask_shimmie.storage.postgres import database as postgres_database
 from flask_shimmie.storage.sqlite import database as sqlite_database
+from tests.backends import postgres_base_url, require_backend
 from tests.pii_backends import (
     PLACEMENTS,
     AppFactory,
     Backend,
     MadeApps,
-    made_apps_fixture,  # noqa: F401
-    make_app_fixture,  # noqa: F401
 )
-from tests.stores.conftest import drop_postgres_schema, postgres_base_url, require_backend
 
 
 class Contacts(Model):
@@ -139,11 +137,11 @@ def checkpoint_by_hand(url: str) -> None:
 @pytest.mark.parametrize("checkpointed", [False, True], ids=["in-wal", "in-main-file"])
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_sqlite_erasure_leaves_no_copy_in_any_file(
-    sqlite_backend: Backend, make_app: AppFactory, tmp_path: Path, placement: str, checkpointed: bool
+    sqlite_backend: Backend, make_pii_app: AppFactory, tmp_path: Path, placement: str, checkpointed: bool
 ) -> None:
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, sqlite_backend, placement, stack)
+    app = start_app(make_pii_app, sqlite_backend, placement, stack)
     with app.app_context():
         add_contact(stack, "victim", marker)
         add_others(stack, 5)
@@ -185,11 +183,11 @@ def pii_path(backend: Backend, placement: str) -> str:
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_sqlite_erasure_waits_for_a_reader_holding_an_old_snapshot(
-    sqlite_backend: Backend, make_app: AppFactory, tmp_path: Path, placement: str
+    sqlite_backend: Backend, make_pii_app: AppFactory, tmp_path: Path, placement: str
 ) -> None:
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, sqlite_backend, placement, stack)
+    app = start_app(make_pii_app, sqlite_backend, placement, stack)
     with app.app_context():
         add_contact(stack, "victim", marker)
     assert sqlite_hits(tmp_path, marker)
@@ -229,12 +227,12 @@ def test_sqlite_erasure_waits_for_a_reader_holding_an_old_snapshot(
 
 
 def test_sqlite_erasure_reports_a_wal_it_cannot_empty(
-    sqlite_backend: Backend, make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_backend: Backend, make_pii_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_database, "CHECKPOINT_TIMEOUT", 0.5)
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, sqlite_backend, "colocated", stack)
+    app = start_app(make_pii_app, sqlite_backend, "colocated", stack)
     with app.app_context():
         add_contact(stack, "victim", marker)
     started, release = threading.Event(), threading.Event()
@@ -274,8 +272,7 @@ def postgres_backend_fixture(tmp_path: Path, made_apps: MadeApps) -> Iterator[Ba
         while made_apps:
             stack, app = made_apps.pop()
             stack.shutdown(app)
-        for schema in found.schemas:
-            drop_postgres_schema(schema)
+        found.databases.drop()
 
 
 def schema_of(url: str) -> str:
@@ -329,11 +326,11 @@ def record_layout(stack: ShimmieStack, marker: str, layout: str) -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_postgres_erasure_with_vacuum_leaves_no_copy_in_the_table_files(
-    postgres_backend: Backend, make_app: AppFactory, placement: str, layout: str
+    postgres_backend: Backend, make_pii_app: AppFactory, placement: str, layout: str
 ) -> None:
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, placement, stack)
+    app = start_app(make_pii_app, postgres_backend, placement, stack)
     with app.app_context():
         add_others(stack, 5)
         record_layout(stack, marker, layout)
@@ -353,12 +350,12 @@ def test_postgres_erasure_with_vacuum_leaves_no_copy_in_the_table_files(
 @pytest.mark.postgres
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_postgres_erasure_vacuums_by_default(
-    postgres_backend: Backend, make_app: AppFactory, placement: str
+    postgres_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     """A plain VACUUM: enough for a row that rows stored after it on its page move over."""
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, placement, stack)
+    app = start_app(make_pii_app, postgres_backend, placement, stack)
     with app.app_context():
         record_layout(stack, marker, "middle")
     assert any("shimmie_pii" in name for name in postgres_hits(postgres_backend, marker))
@@ -371,10 +368,12 @@ def test_postgres_erasure_vacuums_by_default(
 
 
 @pytest.mark.postgres
-def test_cli_erase_pii_vacuum_rewrites_the_pii_table(postgres_backend: Backend, make_app: AppFactory) -> None:
+def test_cli_erase_pii_vacuum_rewrites_the_pii_table(
+    postgres_backend: Backend, make_pii_app: AppFactory
+) -> None:
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, "colocated", stack)
+    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
     with app.app_context():
         add_others(stack, 5)
         record_layout(stack, marker, "last")  # a plain VACUUM leaves this one in the page's free space
@@ -389,12 +388,12 @@ def test_cli_erase_pii_vacuum_rewrites_the_pii_table(postgres_backend: Backend, 
 
 @pytest.mark.postgres
 def test_postgres_vacuum_full_gives_up_on_a_table_in_use(
-    postgres_backend: Backend, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    postgres_backend: Backend, make_pii_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_database, "VACUUM_LOCK_TIMEOUT", 0.3)
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, "colocated", stack)
+    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
     with app.app_context():
         add_contact(stack, "victim", marker)
     table = f'"{schema_of(postgres_backend.event_url)}".shimmie_pii'
@@ -425,11 +424,11 @@ def hold_transaction(started: threading.Event, release: threading.Event) -> None
 @pytest.mark.postgres
 @pytest.mark.parametrize("vacuum", [False, True], ids=["vacuum", "vacuum-full"])
 def test_postgres_erasure_waits_for_transactions_that_still_see_the_rows(
-    postgres_backend: Backend, make_app: AppFactory, vacuum: bool
+    postgres_backend: Backend, make_pii_app: AppFactory, vacuum: bool
 ) -> None:
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, "colocated", stack)
+    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
     with app.app_context():
         record_layout(stack, marker, "middle")
     started, release = threading.Event(), threading.Event()
@@ -451,12 +450,12 @@ def test_postgres_erasure_waits_for_transactions_that_still_see_the_rows(
 
 @pytest.mark.postgres
 def test_postgres_erasure_reports_a_transaction_that_outlives_the_wait(
-    postgres_backend: Backend, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    postgres_backend: Backend, make_pii_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(postgres_database, "HORIZON_TIMEOUT", 0.5)
     marker = new_marker()
     stack = new_stack()
-    app = start_app(make_app, postgres_backend, "colocated", stack)
+    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
     with app.app_context():
         record_layout(stack, marker, "middle")
     started, release = threading.Event(), threading.Event()
@@ -498,10 +497,10 @@ def non_owner_fixture(made_apps: MadeApps) -> Iterator[str]:
 
 @pytest.mark.postgres
 def test_postgres_erasure_reports_a_vacuum_the_role_may_not_run(
-    postgres_backend: Backend, make_app: AppFactory, non_owner: str
+    postgres_backend: Backend, make_pii_app: AppFactory, non_owner: str
 ) -> None:
     owner_stack = new_stack()
-    owner_app = start_app(make_app, postgres_backend, "colocated", owner_stack)
+    owner_app = start_app(make_pii_app, postgres_backend, "colocated", owner_stack)
     with owner_app.app_context():
         owner_stack.startup()  # the tables, owned by the superuser
     schema = schema_of(postgres_backend.event_url)
@@ -513,7 +512,7 @@ def test_postgres_erasure_reports_a_vacuum_the_role_may_not_run(
     url = postgres_backend.event_url.replace("://postgres@", f"://{non_owner}@", 1)
     assert url != postgres_backend.event_url
     stack = new_stack()
-    app = make_app(stack, SHIMMIE_EVENT_STORE=url, SHIMMIE_PII_STORE=None)
+    app = make_pii_app(stack, SHIMMIE_EVENT_STORE=url, SHIMMIE_PII_STORE=None)
     with app.app_context():
         add_contact(stack, "victim", new_marker())
         with pytest.raises(StoreUnavailableError) as raised:
