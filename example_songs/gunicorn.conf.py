@@ -2,6 +2,14 @@
 
 Every worker is a full copy of the app: it opens its own connections after the
 fork and follows the store in the background, so any worker answers any request.
+
+Not for clients you do not control: gthread's worker threads read the request
+headers and body themselves, with no deadline once a first byte is in, so a few
+clients that send a byte a second hold every thread and nothing else is answered.
+Face the internet with ``python -m example_songs.serve`` (granian: it reads
+requests off the application threads and drops a client that has not sent its
+headers within ``SONGS_HEADER_TIMEOUT`` seconds), or put a buffering proxy such
+as nginx in front of gunicorn.
 """
 
 import os
