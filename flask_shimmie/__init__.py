@@ -24,6 +24,7 @@ from .errors import (
     SequenceTimeoutError,
     ShimmieError,
     StoreUnavailableError,
+    StreamNotFoundError,
     StreamVersionError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
@@ -55,6 +56,7 @@ __all__ = [
     "ShimmieError",
     "ShimmieStack",
     "StoreUnavailableError",
+    "StreamNotFoundError",
     "StreamVersionError",
     "current_stack",
     "event_recorded",

@@ -91,7 +91,7 @@ def create_admin_blueprint() -> Blueprint:
         next_after = found[-1].sequence_num if len(found) == limit else None
         return jsonify({"events": [event.to_json() for event in found], "next_after": next_after})
 
-    @admin.get("/streams/<path:stream_id>")
+    @admin.get("/streams/<stream_id>")
     def stream(stream_id: str) -> Response:
         """Every event of one stream (empty for an unknown stream)."""
         found = _state().stack.history(stream_id)["history"]
@@ -104,9 +104,9 @@ def create_admin_blueprint() -> Blueprint:
         count = state.stack.replay()
         return jsonify({"replayed": count, "last_handled": state.dispatcher.last_handled})
 
-    @admin.post("/streams/<path:stream_id>/erase-pii")
+    @admin.post("/streams/<stream_id>/erase-pii")
     def erase_pii(stream_id: str) -> Response:
-        """Erase the PII of every event of the stream, for good."""
+        """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
     return admin

@@ -87,6 +87,17 @@ class ObjectLockedError(HTTPShimmieError, Conflict):
         super().__init__(f"Lock for {stream_id} already in use (waited {timeout:g}s).")
 
 
+class StreamNotFoundError(HTTPShimmieError, NotFound):
+    """An operation on an existing stream named a stream that has no events (HTTP 404).
+
+    ``stream_id`` is the id asked for. Nothing was recorded.
+    """
+
+    def __init__(self, stream_id: str, action: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"No stream {stream_id!r:.300}: it has no events, so there is nothing to {action}.")
+
+
 class ReplayError(ShimmieError):
     """A model failed while events were replayed into it.
 

@@ -17,7 +17,7 @@ from werkzeug.local import LocalProxy
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver
-from .errors import PiiNotConfiguredError, register_error_handlers
+from .errors import PiiNotConfiguredError, StreamNotFoundError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
 from .models import Model
@@ -507,19 +507,29 @@ class ShimmieStack:
         """Erase every event's PII on ``stream_id`` for good; return how many events had some.
 
         Records a ``shimmie.pii_erased`` event ``{"erased_events": n}`` on the
-        stream; from then on its PII fields read as anonymised values.
+        stream; from then on its PII fields read as anonymised values. Raises
+        :class:`StreamNotFoundError` (404) for a stream without events, and
+        records nothing then.
         """
         state = self._state()
         check_name(stream_id, "stream_id")
         if state.pii_store is None:
             raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: there is no PII to erase.")
+        events = state.event_store.read(0, stream_ids=[stream_id])
+        if not events:
+            raise StreamNotFoundError(stream_id, "erase")
         # Count the events whose PII is still there: an orphaned row (its
         # event never committed) is deleted too, but is no erased event.
-        with_pii = [e.event_id for e in state.event_store.read(0, stream_ids=[stream_id]) if e.pii_fields]
+        with_pii = [e.event_id for e in events if e.pii_fields]
         count = len(state.pii_store.get_json(with_pii)) if with_pii else 0
         state.pii_store.erase_stream(stream_id)
         state.event_store.delete_snapshots()  # they may hold the erased values
-        self.record_unchecked_event(stream_id, PII_ERASED_EVENT, {"erased_events": count})
+        # The stream exists: its id is accepted even if it predates check_stream_id,
+        # since erasure must stay possible for every stream.
+        pending = state.preparer.prepare_fields(
+            stream_id, PII_ERASED_EVENT, {"erased_events": count}, None, None, None, existing_stream=True
+        )
+        self._record_prepared(state, (pending,), {})
         if pii_erased.receivers:
             pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
         return count

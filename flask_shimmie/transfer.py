@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import ShimmieError
 from .events import Event
 from .pii import split_pii
-from .recording import check_event_id, check_name, to_json
+from .recording import check_event_id, check_name, check_stream_id, to_json
 from .storage.interface import AppendBatch, PendingEvent
 
 if TYPE_CHECKING:
@@ -47,7 +47,12 @@ def export_lines(events: Iterable[Event], *, with_pii: bool) -> Iterator[str]:
 
 
 def parse_line(number: int, line: str) -> PendingEvent:
-    """Turn one exported line into an event to append (PII split off again)."""
+    """Turn one exported line into an event to append (PII split off again).
+
+    Raises :class:`ImportLineError` for a line that is not one well-formed
+    event: invalid JSON, a stream id that may not be recorded (see
+    :func:`~flask_shimmie.recording.check_stream_id`), ...
+    """
     try:
         record = json.loads(line)
     except ValueError as error:
@@ -77,7 +82,7 @@ def parse_line(number: int, line: str) -> PendingEvent:
                 pii_json = to_json(values, "PII")
             pii_fields = present
         return PendingEvent(
-            stream_id=check_name(record.get("stream_id"), "stream_id"),
+            stream_id=check_stream_id(record.get("stream_id")),
             event_name=check_name(record.get("event_name"), "event_name"),
             event_id=check_event_id(_field(record, "event_id", str)),
             data=data,
