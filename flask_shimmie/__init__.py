@@ -26,6 +26,7 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
     StreamVersionError,
+    TooManyWaitersError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
@@ -58,6 +59,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamNotFoundError",
     "StreamVersionError",
+    "TooManyWaitersError",
     "current_stack",
     "event_recorded",
     "pii_erased",

@@ -2,7 +2,9 @@
 
 Mounted at ``SHIMMIE_ADMIN_URL`` (without the API version prefix). Every
 route but ``/health`` needs ``@stack.admin_authorizer``'s approval: without
-one registered they answer 403. No route rewrites or deletes stored events.
+one registered they answer 403. A CORS preflight (``OPTIONS``) needs none, so
+a browser front end on another origin can call the API. No route rewrites or
+deletes stored events.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from .auth import require
+from .auth import guarded_by, require
 from .errors import StoreUnavailableError
 from .recording import MAX_POSITION
 
@@ -42,18 +44,20 @@ def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None =
     return value
 
 
+def require_admin() -> None:
+    """Raise 403 unless an admin authorizer is registered, then 401 / 403 as it decides."""
+    check = _state().registry.admin_authorizer
+    if check is None:
+        raise Forbidden("The admin API is closed: register a check with @stack.admin_authorizer.")
+    require(check)
+
+
+_admin_only = guarded_by(require_admin)
+
+
 def create_admin_blueprint() -> Blueprint:
     """Build the admin blueprint (one per app)."""
     admin = Blueprint("shimmie_admin", __name__)
-
-    @admin.before_request
-    def guard() -> None:
-        if request.endpoint == "shimmie_admin.health":
-            return
-        check = _state().registry.admin_authorizer
-        if check is None:
-            raise Forbidden("The admin API is closed: register a check with @stack.admin_authorizer.")
-        require(check)
 
     @admin.get("/health")
     def health() -> tuple[Response, int]:
@@ -79,6 +83,7 @@ def create_admin_blueprint() -> Blueprint:
         return jsonify(body), 200
 
     @admin.get("/events")
+    @_admin_only
     def events() -> Response:
         """Stored events in order: ``after``, ``limit`` (≤ 1000), filters ``stream`` and ``type``."""
         after = _int_arg("after", 0, 0) or 0
@@ -92,12 +97,14 @@ def create_admin_blueprint() -> Blueprint:
         return jsonify({"events": [event.to_json() for event in found], "next_after": next_after})
 
     @admin.get("/streams/<stream_id>")
+    @_admin_only
     def stream(stream_id: str) -> Response:
         """Every event of one stream (empty for an unknown stream)."""
         found = _state().stack.history(stream_id)["history"]
         return jsonify({"events": [event.to_json() for event in found]})
 
     @admin.post("/replay")
+    @_admin_only
     def replay() -> Response:
         """Rebuild the models from every stored event."""
         state = _state()
@@ -105,6 +112,7 @@ def create_admin_blueprint() -> Blueprint:
         return jsonify({"replayed": count, "last_handled": state.dispatcher.last_handled})
 
     @admin.post("/streams/<stream_id>/erase-pii")
+    @_admin_only
     def erase_pii(stream_id: str) -> Response:
         """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})

@@ -118,6 +118,22 @@ class StoreUnavailableError(HTTPShimmieError, ServiceUnavailable):
     """The event store or the PII store cannot be reached."""
 
 
+class TooManyWaitersError(HTTPShimmieError, ServiceUnavailable):
+    """``SHIMMIE_MAX_SEQ_WAITERS`` requests already wait for a position here (HTTP 503).
+
+    The response carries ``Retry-After: 1``.
+    """
+
+    def __init__(self, wanted: int, handled: int, limit: int) -> None:
+        self.wanted = wanted
+        self.handled = handled
+        super().__init__(
+            f"Position {wanted} is not applied here yet (this process has applied up to {handled}) "
+            f"and {limit} requests already wait for a position; try again."
+        )
+        self.retry_after = 1
+
+
 class SequenceTimeoutError(HTTPShimmieError, ServiceUnavailable):
     """A position asked for with ``X-Seq-Num-Min`` was not applied in time."""
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from .errors import SequenceTimeoutError
+from .auth import admit
+from .errors import SequenceTimeoutError, TooManyWaitersError
+from .storage.process import ProcessLocal
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
@@ -72,11 +77,63 @@ def enforce_body_limit(limit: int) -> None:
     environ.pop("wsgi.input_terminated", None)
 
 
+def matched_view(app: Flask) -> Callable[..., Any] | None:
+    """The view the current request's URL and method matched; ``None`` for 404, 405, redirects."""
+    if request.url_rule is None or request.routing_exception is not None or request.endpoint is None:
+        return None
+    return app.view_functions.get(request.endpoint)
+
+
+class WaiterSlots:
+    """At most ``limit`` requests of one app wait for a position at a time, per process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = ProcessLocal(lambda: threading.BoundedSemaphore(limit), lambda _inherited: None)
+
+    def try_enter(self) -> bool:
+        """Take a slot if one is free, without waiting."""
+        return self._slots.get().acquire(blocking=False)
+
+    def leave(self) -> None:
+        """Give back the slot taken by :meth:`try_enter`."""
+        self._slots.get().release()
+
+
 def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> None:
     """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``."""
     settings = state.settings
+    slots = WaiterSlots(settings.max_seq_waiters)
+
+    def wait_for_position(wanted: int, started: float) -> None:
+        """Wait until ``wanted`` is applied here, only for a caller who may call the matched view.
+
+        An unmatched route (404, 405) or an automatic OPTIONS answer never
+        waits; a refused caller gets its 401 / 403 at once. The wait ends at
+        the request's deadline, ``SHIMMIE_SEQ_WAIT_TIMEOUT`` after it began.
+        """
+        view = matched_view(app)
+        if view is None:
+            return  # the routing error answers, at once
+        if request.method == "OPTIONS" and getattr(request.url_rule, "provide_automatic_options", False):
+            return  # Flask answers it without running the view
+        admit(view)
+        dispatcher = state.dispatcher
+        timeout = settings.seq_wait_timeout
+        remaining = started + timeout - time.monotonic()
+        handled = dispatcher.last_handled
+        if remaining > 0 and handled < wanted:
+            if not slots.try_enter():
+                raise TooManyWaitersError(wanted, handled, slots.limit)
+            try:
+                handled = dispatcher.wait_for(wanted, remaining)
+            finally:
+                slots.leave()
+        if handled < wanted:
+            raise SequenceTimeoutError(wanted, handled, timeout)
 
     def before_request() -> None:
+        started = time.monotonic()
         limit = settings.max_request_size
         if limit is not None:
             configured = app.config.get("MAX_CONTENT_LENGTH")
@@ -92,10 +149,7 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         if request.method in COMMAND_METHODS:
             dispatcher.ensure_handled()
         if wanted is not None and dispatcher.last_handled < wanted:
-            timeout = settings.seq_wait_timeout
-            handled = dispatcher.wait_for(wanted, timeout)
-            if handled < wanted:
-                raise SequenceTimeoutError(wanted, handled, timeout)
+            wait_for_position(wanted, started)
 
     def after_request(response: Response) -> Response:
         response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
