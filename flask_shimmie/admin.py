@@ -16,7 +16,7 @@ from werkzeug.exceptions import BadRequest, Forbidden
 
 from .auth import guarded_by, require
 from .errors import StoreUnavailableError
-from .recording import MAX_POSITION
+from .recording import parse_position
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -31,16 +31,16 @@ def _state() -> AppState:
     return state
 
 
-def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+def _int_arg(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit():
+    value = parse_position(raw)
+    if value is None:
         raise BadRequest(f"Query parameter {name!r} must be a whole number, not {raw[:40]!r}.")
-    value = min(int(raw), MAX_POSITION)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise BadRequest(f"Query parameter {name!r} must be {bound}, not {value}.")
+        raise BadRequest(f"Query parameter {name!r} must be {bound}, not {raw[:40]}.")
     return value
 
 
@@ -86,8 +86,8 @@ def create_admin_blueprint() -> Blueprint:
     @_admin_only
     def events() -> Response:
         """Stored events in order: ``after``, ``limit`` (≤ 1000), filters ``stream`` and ``type``."""
-        after = _int_arg("after", 0, 0) or 0
-        limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+        after = _int_arg("after", 0, 0)
+        limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         stream = request.args.get("stream")
         name = request.args.get("type")
         found = _state().stack.read_events(

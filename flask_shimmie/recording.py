@@ -66,6 +66,22 @@ def to_json(value: Any, what: str) -> str:
     return text
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: an object that repeats a key is refused.
+
+    JSON parsers disagree on which of two equal keys wins, so an event store
+    must not guess: raises ``ValueError`` naming the key.
+    """
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key!r:.80} appears more than once in one object")
+            seen.add(key)
+    return found
+
+
 def check_name(value: Any, what: str) -> str:
     """Return ``value`` if it is a usable stream id or event name."""
     if not isinstance(value, str):
@@ -109,6 +125,24 @@ def check_stream_id(value: Any) -> str:
 
 #: The largest position a store can hold (a signed 64-bit integer).
 MAX_POSITION = 2**63 - 1
+
+#: Digits of :data:`MAX_POSITION`: more (leading zeros aside) is past it anyway.
+_POSITION_DIGITS = len(str(MAX_POSITION))
+
+
+def parse_position(text: str) -> int | None:
+    """A position or count written as ASCII digits, capped at :data:`MAX_POSITION`.
+
+    Returns ``None`` when ``text`` is not such a number. At most 19 digits are
+    ever converted, so a huge number costs nothing (``int()`` would refuse
+    one over 4,300 digits with a ``ValueError``).
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > _POSITION_DIGITS:
+        return MAX_POSITION
+    return min(int(digits or "0"), MAX_POSITION)
 
 
 def check_names(values: Any, what: str) -> list[str] | None:

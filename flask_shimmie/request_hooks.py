@@ -14,6 +14,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .auth import admit
 from .errors import SequenceTimeoutError, TooManyWaitersError
+from .recording import unique_keys
 from .storage.process import ProcessLocal
 
 if TYPE_CHECKING:
@@ -28,13 +29,17 @@ SEQ_NUM_MIN_HEADER = "X-Seq-Num-Min"
 
 
 class DepthSafeJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider, but a body nested too deeply for Python is a 400, not a 500.
+    """Flask's JSON provider, but bodies too deep to parse, or repeating a key, are a 400.
 
-    ``json.loads`` raises ``RecursionError`` there, which werkzeug does not
-    treat as malformed JSON; as a ``ValueError`` it becomes the usual 400.
+    ``json.loads`` raises ``RecursionError`` on a body nested too deeply for
+    Python, which werkzeug does not treat as malformed JSON; as a
+    ``ValueError`` it becomes the usual 400 (not a 500). ``json.loads`` keeps
+    the last of two equal keys in an object where other parsers keep the
+    first: such a payload is ambiguous, and refused with a 400 naming the key.
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs.setdefault("object_pairs_hook", unique_keys)
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
