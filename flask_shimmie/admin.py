@@ -3,23 +3,28 @@
 Mounted at ``SHIMMIE_ADMIN_URL`` (without the API version prefix). Every
 route but ``/health`` needs ``@stack.admin_authorizer``'s approval: without
 one registered they answer 403. A CORS preflight (``OPTIONS``) needs none, so
-a browser front end on another origin can call the API. No route rewrites or
-deletes stored events.
+a browser front end on another origin can call the API. ``/health`` is open,
+but names the stores' locations only to callers the authorizer admits; others
+see the backend kind. No route rewrites or deletes stored events.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from .auth import guarded_by, require
+from .auth import get_identity, guarded_by, require
 from .errors import StoreUnavailableError
 from .recording import parse_position
 
 if TYPE_CHECKING:
     from .state import AppState
+    from .storage.interface import Backend
+
+logger = logging.getLogger(__name__)
 
 #: ``GET /events`` page size when ``limit`` is not given, and its maximum.
 DEFAULT_LIMIT = 100
@@ -52,6 +57,25 @@ def require_admin() -> None:
     require(check)
 
 
+def _admits_admin() -> bool:
+    """Whether the admin authorizer admits the caller; never raises (health must answer)."""
+    check = _state().registry.admin_authorizer
+    if check is None:
+        return False
+    try:
+        identity = get_identity()
+        return identity is not None and bool(check(identity))
+    except Exception:  # a failing authenticator must not take health down
+        logger.warning("The authenticator or admin authorizer failed on /health", exc_info=True)
+        return False
+
+
+def _store(store: Backend | None, full: bool) -> str | None:
+    if store is None:
+        return None
+    return store.describe() if full else store.backend
+
+
 _admin_only = guarded_by(require_admin)
 
 
@@ -61,11 +85,16 @@ def create_admin_blueprint() -> Blueprint:
 
     @admin.get("/health")
     def health() -> tuple[Response, int]:
-        """Status of the app and its stores; 503 when a store cannot be reached."""
+        """Status of the app and its stores; 503 when a store cannot be reached.
+
+        The stores' descriptions (paths, URLs) go only to callers the admin
+        authorizer admits; others see the backend kind (``"sqlite"``, ...).
+        """
         state = _state()
+        full = _admits_admin()
         body: dict[str, Any] = {
-            "event_store": state.event_store.describe(),
-            "pii_store": state.pii_store.describe() if state.pii_store is not None else None,
+            "event_store": _store(state.event_store, full),
+            "pii_store": _store(state.pii_store, full),
             "last_handled": state.dispatcher.last_handled,
             "degraded_models": sorted(state.dispatcher.degraded),
         }
@@ -76,7 +105,12 @@ def create_admin_blueprint() -> Blueprint:
                 state.pii_store.ping()
             body["last_stored"] = state.event_store.last_sequence_num()
         except Exception as error:  # any failure to reach a store is "unavailable"
-            message = str(error) if isinstance(error, StoreUnavailableError) else type(error).__name__
+            if not full:
+                message = "A store cannot be reached."
+            elif isinstance(error, StoreUnavailableError):
+                message = str(error)
+            else:
+                message = type(error).__name__
             body.update(status="unavailable", last_stored=None, error=message)
             return jsonify(body), 503
         body["status"] = "degraded" if body["degraded_models"] else "ok"

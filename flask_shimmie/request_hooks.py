@@ -1,4 +1,8 @@
-"""Request hooks: body size, read-your-writes positions, and catching up before commands."""
+"""Request hooks: body size, read-your-writes positions, and catching up before commands.
+
+Also ``X-Seq-Num`` on the responses to admitted callers, and a relative
+``Location`` on routing redirects.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.routing import RequestRedirect
 
-from .auth import admit
+from .auth import admit, admitted
 from .errors import SequenceTimeoutError, TooManyWaitersError
 from .recording import unique_keys
 from .storage.process import ProcessLocal
@@ -89,6 +95,17 @@ def matched_view(app: Flask) -> Callable[..., Any] | None:
     return app.view_functions.get(request.endpoint)
 
 
+def relative_location(url: str) -> str:
+    """``url`` without its scheme and host: ``http://evil.example/v1/songs?a=1`` → ``/v1/songs?a=1``.
+
+    Leading slashes (and backslashes, which browsers read as slashes) are
+    folded into one, so the result can never name another host.
+    """
+    parts = urlsplit(url)
+    path = "/" + parts.path.lstrip("/\\")
+    return f"{path}?{parts.query}" if parts.query else path
+
+
 class WaiterSlots:
     """At most ``limit`` requests of one app wait for a position at a time, per process."""
 
@@ -139,6 +156,11 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
 
     def before_request() -> None:
         started = time.monotonic()
+        redirect = request.routing_exception
+        if isinstance(redirect, RequestRedirect):
+            # werkzeug builds the URL of a merge_slashes / strict_slashes redirect
+            # from the Host header, which the client chose.
+            redirect.new_url = relative_location(redirect.new_url)
         limit = settings.max_request_size
         if limit is not None:
             configured = app.config.get("MAX_CONTENT_LENGTH")
@@ -157,7 +179,11 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
             wait_for_position(wanted, started)
 
     def after_request(response: Response) -> Response:
-        response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
+        # The store's size is no one's business but an admitted caller's.
+        if response.status_code not in (401, 403):
+            view = matched_view(app)
+            if view is not None and admitted(view):
+                response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
         return response
 
     if type(app.json) is DefaultJSONProvider:  # leave an app's own provider alone
