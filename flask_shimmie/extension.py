@@ -29,7 +29,7 @@ from .recording import (
     check_position,
 )
 from .registry import Registry
-from .request_hooks import install_request_hooks
+from .request_hooks import install_cors, install_request_hooks
 from .schemas import Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
@@ -95,9 +95,7 @@ class ShimmieStack:
         app.cli.add_command(shimmie_cli)
         install_request_hooks(app, self, state)
         if settings.cors is not None:
-            from flask_cors import CORS
-
-            CORS(app, **dict(settings.cors))
+            install_cors(app, settings.cors)
         for model_cls in self.registry.models:
             state.add_model(model_cls)
         for event_name, handler in self.registry.functions:

@@ -1,7 +1,7 @@
 """Request hooks: body size, read-your-writes positions, and catching up before commands.
 
-Also ``X-Seq-Num`` on the responses to admitted callers, and a relative
-``Location`` on routing redirects.
+Also ``X-Seq-Num`` on the responses to admitted callers, a relative ``Location``
+on routing redirects, and CORS (``SHIMMIE_CORS``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -190,3 +190,27 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         app.json = DepthSafeJSONProvider(app)
     app.before_request(before_request)
     app.after_request(after_request)
+
+
+def install_cors(app: Flask, options: Mapping[str, Any]) -> None:
+    """Configure flask-cors on ``app`` with ``options`` (``SHIMMIE_CORS``), which win over ours.
+
+    Ours: CORS headers only on requests that carry an ``Origin``
+    (``always_send=False``), and ``Vary: Origin`` on every response (unless
+    ``vary_header`` is false), since whether a response carries them depends
+    on the request's ``Origin``: a cache must not hand one origin's answer to another.
+    """
+    from flask_cors import CORS
+
+    merged = {"always_send": False, **dict(options)}
+    if merged.get("vary_header", True):
+
+        def vary_on_origin(response: Response) -> Response:
+            values = {v.strip().lower() for line in response.headers.getlist("Vary") for v in line.split(",")}
+            if not values & {"origin", "*"}:
+                response.headers.add("Vary", "Origin")
+            return response
+
+        # Registered before flask-cors's hook, so it runs after it and sees its Vary.
+        app.after_request(vary_on_origin)
+    CORS(app, **merged)

@@ -1,4 +1,4 @@
-"""What the stack's HTTP surface shows, and to whom: X-Seq-Num, /health, redirects.
+"""What the stack's HTTP surface shows, and to whom: X-Seq-Num, /health, redirects, CORS.
 
 A small app: open and guarded views (``@authorize``), the admin API at ``/admin``, tokens
 ``Bearer user`` (no admin) and ``Bearer admin``.
@@ -19,6 +19,7 @@ from flask_shimmie.request_hooks import relative_location
 
 USER = {"Authorization": "Bearer user"}
 ADMIN = {"Authorization": "Bearer admin"}
+LOCALHOST = "http://localhost:3000"
 
 
 def build(config: Mapping[str, Any] | None = None, *, authenticate: Any = None) -> tuple[Flask, ShimmieStack]:
@@ -189,3 +190,68 @@ def test_relative_location_never_names_another_host() -> None:
     assert relative_location("http://h//evil.example/x") == "/evil.example/x"
     assert relative_location("http://h/\\evil.example/x") == "/evil.example/x"
     assert relative_location("http://h") == "/"
+
+
+# -- CORS ------------------------------------------------------------------------------------------
+
+
+def cors_app(options: Mapping[str, Any]) -> FlaskClient:
+    app, _ = build({"SHIMMIE_CORS": dict(options)})
+    return app.test_client()
+
+
+def vary(response: Any) -> list[str]:
+    return [v.strip() for line in response.headers.getlist("Vary") for v in line.split(",")]
+
+
+def test_an_admin_preflight_is_answered_without_credentials() -> None:
+    client = cors_app({"origins": LOCALHOST, "supports_credentials": True})
+    preflight = client.options(
+        "/admin/events",
+        headers={
+            "Origin": LOCALHOST,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Authorization",
+        },
+    )
+    assert preflight.status_code == 200, preflight.get_data(as_text=True)
+    assert preflight.headers["Access-Control-Allow-Origin"] == LOCALHOST
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert vary(preflight) == ["Origin"]
+    for path in ("/admin/streams/s1", "/admin/streams/s1/erase-pii", "/admin/replay"):
+        assert client.options(path, headers={"Origin": LOCALHOST}).status_code == 200, path
+    # The preflight opens nothing: the real request still needs an admin.
+    real = client.get("/admin/events", headers={"Origin": LOCALHOST})
+    assert real.status_code == 401 and real.headers["Access-Control-Allow-Origin"] == LOCALHOST
+    assert client.get("/admin/events", headers={"Origin": LOCALHOST, **ADMIN}).status_code == 200
+
+
+def test_cors_headers_only_with_an_origin_and_vary_origin_always() -> None:
+    client = cors_app({"origins": LOCALHOST})
+    without = client.get("/v1/open")
+    assert not [name for name in without.headers.keys() if name.startswith("Access-Control-")]
+    assert vary(without) == ["Origin"]
+    allowed = client.get("/v1/open", headers={"Origin": LOCALHOST})
+    assert allowed.headers["Access-Control-Allow-Origin"] == LOCALHOST and vary(allowed) == ["Origin"]
+    other = client.get("/v1/open", headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers and vary(other) == ["Origin"]
+    error = client.get("/v1/guarded", headers={"Origin": LOCALHOST})
+    assert error.status_code == 401
+    assert error.headers["Access-Control-Allow-Origin"] == LOCALHOST and vary(error) == ["Origin"]
+    several = cors_app({"origins": [LOCALHOST, "http://other.example"]})
+    assert vary(several.get("/v1/open", headers={"Origin": LOCALHOST})) == ["Origin"]  # not twice
+
+
+def test_the_users_cors_options_win() -> None:
+    always = cors_app({"origins": LOCALHOST, "always_send": True})
+    assert always.get("/v1/open").headers["Access-Control-Allow-Origin"] == LOCALHOST
+    quiet = cors_app({"origins": LOCALHOST, "vary_header": False})
+    assert vary(quiet.get("/v1/open", headers={"Origin": LOCALHOST})) == []
+
+
+def test_without_cors_config_the_stack_adds_no_vary() -> None:
+    app, _ = build()
+    response = app.test_client().get("/v1/open", headers={"Origin": LOCALHOST})
+    assert "Access-Control-Allow-Origin" not in response.headers and vary(response) == []
