@@ -24,7 +24,9 @@ from .errors import (
     SequenceTimeoutError,
     ShimmieError,
     StoreUnavailableError,
+    StreamNotFoundError,
     StreamVersionError,
+    TooManyWaitersError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
@@ -55,7 +57,9 @@ __all__ = [
     "ShimmieError",
     "ShimmieStack",
     "StoreUnavailableError",
+    "StreamNotFoundError",
     "StreamVersionError",
+    "TooManyWaitersError",
     "current_stack",
     "event_recorded",
     "pii_erased",

@@ -2,22 +2,29 @@
 
 Mounted at ``SHIMMIE_ADMIN_URL`` (without the API version prefix). Every
 route but ``/health`` needs ``@stack.admin_authorizer``'s approval: without
-one registered they answer 403. No route rewrites or deletes stored events.
+one registered they answer 403. A CORS preflight (``OPTIONS``) needs none, so
+a browser front end on another origin can call the API. ``/health`` is open,
+but names the stores' locations only to callers the authorizer admits; others
+see the backend kind. No route rewrites or deletes stored events.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from .auth import require
+from .auth import get_identity, guarded_by, require
 from .errors import StoreUnavailableError
-from .recording import MAX_POSITION
+from .recording import parse_position
 
 if TYPE_CHECKING:
     from .state import AppState
+    from .storage.interface import Backend
+
+logger = logging.getLogger(__name__)
 
 #: ``GET /events`` page size when ``limit`` is not given, and its maximum.
 DEFAULT_LIMIT = 100
@@ -29,39 +36,65 @@ def _state() -> AppState:
     return state
 
 
-def _int_arg(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+def _int_arg(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit():
+    value = parse_position(raw)
+    if value is None:
         raise BadRequest(f"Query parameter {name!r} must be a whole number, not {raw[:40]!r}.")
-    value = min(int(raw), MAX_POSITION)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise BadRequest(f"Query parameter {name!r} must be {bound}, not {value}.")
+        raise BadRequest(f"Query parameter {name!r} must be {bound}, not {raw[:40]}.")
     return value
+
+
+def require_admin() -> None:
+    """Raise 403 unless an admin authorizer is registered, then 401 / 403 as it decides."""
+    check = _state().registry.admin_authorizer
+    if check is None:
+        raise Forbidden("The admin API is closed: register a check with @stack.admin_authorizer.")
+    require(check)
+
+
+def _admits_admin() -> bool:
+    """Whether the admin authorizer admits the caller; never raises (health must answer)."""
+    check = _state().registry.admin_authorizer
+    if check is None:
+        return False
+    try:
+        identity = get_identity()
+        return identity is not None and bool(check(identity))
+    except Exception:  # a failing authenticator must not take health down
+        logger.warning("The authenticator or admin authorizer failed on /health", exc_info=True)
+        return False
+
+
+def _store(store: Backend | None, full: bool) -> str | None:
+    if store is None:
+        return None
+    return store.describe() if full else store.backend
+
+
+_admin_only = guarded_by(require_admin)
 
 
 def create_admin_blueprint() -> Blueprint:
     """Build the admin blueprint (one per app)."""
     admin = Blueprint("shimmie_admin", __name__)
 
-    @admin.before_request
-    def guard() -> None:
-        if request.endpoint == "shimmie_admin.health":
-            return
-        check = _state().registry.admin_authorizer
-        if check is None:
-            raise Forbidden("The admin API is closed: register a check with @stack.admin_authorizer.")
-        require(check)
-
     @admin.get("/health")
     def health() -> tuple[Response, int]:
-        """Status of the app and its stores; 503 when a store cannot be reached."""
+        """Status of the app and its stores; 503 when a store cannot be reached.
+
+        The stores' descriptions (paths, URLs) go only to callers the admin
+        authorizer admits; others see the backend kind (``"sqlite"``, ...).
+        """
         state = _state()
+        full = _admits_admin()
         body: dict[str, Any] = {
-            "event_store": state.event_store.describe(),
-            "pii_store": state.pii_store.describe() if state.pii_store is not None else None,
+            "event_store": _store(state.event_store, full),
+            "pii_store": _store(state.pii_store, full),
             "last_handled": state.dispatcher.last_handled,
             "degraded_models": sorted(state.dispatcher.degraded),
         }
@@ -72,17 +105,23 @@ def create_admin_blueprint() -> Blueprint:
                 state.pii_store.ping()
             body["last_stored"] = state.event_store.last_sequence_num()
         except Exception as error:  # any failure to reach a store is "unavailable"
-            message = str(error) if isinstance(error, StoreUnavailableError) else type(error).__name__
+            if not full:
+                message = "A store cannot be reached."
+            elif isinstance(error, StoreUnavailableError):
+                message = str(error)
+            else:
+                message = type(error).__name__
             body.update(status="unavailable", last_stored=None, error=message)
             return jsonify(body), 503
         body["status"] = "degraded" if body["degraded_models"] else "ok"
         return jsonify(body), 200
 
     @admin.get("/events")
+    @_admin_only
     def events() -> Response:
         """Stored events in order: ``after``, ``limit`` (≤ 1000), filters ``stream`` and ``type``."""
-        after = _int_arg("after", 0, 0) or 0
-        limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+        after = _int_arg("after", 0, 0)
+        limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         stream = request.args.get("stream")
         name = request.args.get("type")
         found = _state().stack.read_events(
@@ -91,22 +130,25 @@ def create_admin_blueprint() -> Blueprint:
         next_after = found[-1].sequence_num if len(found) == limit else None
         return jsonify({"events": [event.to_json() for event in found], "next_after": next_after})
 
-    @admin.get("/streams/<path:stream_id>")
+    @admin.get("/streams/<stream_id>")
+    @_admin_only
     def stream(stream_id: str) -> Response:
         """Every event of one stream (empty for an unknown stream)."""
         found = _state().stack.history(stream_id)["history"]
         return jsonify({"events": [event.to_json() for event in found]})
 
     @admin.post("/replay")
+    @_admin_only
     def replay() -> Response:
         """Rebuild the models from every stored event."""
         state = _state()
         count = state.stack.replay()
         return jsonify({"replayed": count, "last_handled": state.dispatcher.last_handled})
 
-    @admin.post("/streams/<path:stream_id>/erase-pii")
+    @admin.post("/streams/<stream_id>/erase-pii")
+    @_admin_only
     def erase_pii(stream_id: str) -> Response:
-        """Erase the PII of every event of the stream, for good."""
+        """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
     return admin

@@ -6,6 +6,10 @@ A view declares who may call it with ``@authorize(check)`` (``check(identity)
 -> bool``) or opts out with ``@no_authorization``. With
 ``SHIMMIE_ENFORCE_AUTHORIZATION``, mounting a processor with an undeclared view
 raises :class:`AuthorizationNotImplemented` naming each such view.
+
+A guarded view keeps its guard (a function that raises 401/403) on itself, so
+the stack's request hooks can authorize a request before doing slow work for
+it (:func:`admit`), and tell whether the caller was admitted (:func:`admitted`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: ``fn(identity) -> bool``: may this identity call the view?
 Check = Callable[[Any], bool]
 
+#: A guard: ``fn()`` that raises 401/403 unless the caller may go on.
+Guard = Callable[[], Any]
+
 _DECLARED = "__shimmie_authorization__"
+_GUARD = "__shimmie_guard__"
 _NO_IDENTITY = object()
 
 
@@ -78,6 +86,26 @@ def require(check: Check) -> Any:
     return identity
 
 
+def guarded_by(guard: Guard) -> Callable[[F], F]:
+    """Run ``guard()`` before the view, which runs only if the guard raised nothing.
+
+    The guard stays on the view, so :func:`admit` can run it before the view
+    is called (the view runs it again: what it checks may have changed).
+    """
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            guard()
+            g._shimmie_admitted = True
+            return view(*args, **kwargs)
+
+        setattr(guarded, _GUARD, guard)
+        return guarded  # type: ignore[return-value]
+
+    return decorator
+
+
 def authorize(check: Check) -> Callable[[F], F]:
     """Let the view run only for an identity that ``check(identity)`` accepts.
 
@@ -86,15 +114,12 @@ def authorize(check: Check) -> Callable[[F], F]:
     """
     if not callable(check):
         raise TypeError(f"authorize() needs a check(identity) -> bool function, not {check!r}.")
+    guard = guarded_by(functools.partial(require, check))
 
     def decorator(view: F) -> F:
-        @functools.wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            require(check)
-            return view(*args, **kwargs)
-
+        guarded = guard(view)
         setattr(guarded, _DECLARED, check)
-        return guarded  # type: ignore[return-value]
+        return guarded
 
     return decorator
 
@@ -105,16 +130,63 @@ def no_authorization(view: F) -> F:
     return view
 
 
-def is_declared(view: Callable[..., Any]) -> bool:
-    """True if ``view``, or a function it wraps, declared ``@authorize`` or ``@no_authorization``."""
+def _chain(view: Callable[..., Any]) -> list[Any]:
+    """``view`` and the functions it wraps (``__wrapped__``), outermost first."""
     seen: set[int] = set()
+    found: list[Any] = []
     current: Any = view
     while current is not None and id(current) not in seen:
-        if hasattr(current, _DECLARED):
-            return True
         seen.add(id(current))
+        found.append(current)
         current = getattr(current, "__wrapped__", None)
-    return False
+    return found
+
+
+def guards_of(view: Callable[..., Any]) -> list[Guard]:
+    """The guards of ``view`` and of the functions it wraps, outermost first, each once."""
+    guards: list[Guard] = []
+    for function in _chain(view):
+        guard = getattr(function, _GUARD, None)
+        if guard is not None and all(guard is not known for known in guards):
+            guards.append(guard)
+    return guards
+
+
+def admit(view: Callable[..., Any]) -> None:
+    """Authorize the current request for ``view`` now, as the view itself would.
+
+    Raises 401 / 403 (or what the authenticator raises) when the caller may
+    not call it; a view without guards admits everyone. The outcome is kept
+    for :func:`admitted`.
+    """
+    try:
+        for guard in guards_of(view):
+            guard()
+    except BaseException:
+        g._shimmie_admitted = False
+        raise
+    g._shimmie_admitted = True
+
+
+def admitted(view: Callable[..., Any]) -> bool:
+    """Whether the current request's caller may call ``view`` (never raises).
+
+    Uses the outcome of an earlier :func:`admit` or of the view's own guard;
+    otherwise runs the guards now (a failing authenticator counts as a refusal).
+    """
+    known = g.get("_shimmie_admitted")
+    if known is not None:
+        return bool(known)
+    try:
+        admit(view)
+    except Exception:
+        return False
+    return True
+
+
+def is_declared(view: Callable[..., Any]) -> bool:
+    """True if ``view``, or a function it wraps, declared ``@authorize`` or ``@no_authorization``."""
+    return any(hasattr(function, _DECLARED) for function in _chain(view))
 
 
 def undeclared_views(blueprint: Blueprint, url_prefix: str | None) -> list[tuple[str, str, str, str]]:

@@ -22,6 +22,30 @@ if TYPE_CHECKING:
 
 shimmie_cli = AppGroup("shimmie", help="Operate the event store and the models of this app.")
 
+#: The longest number an option takes: enough for any position, with room for zeros.
+MAX_NUMBER_LENGTH = 100
+
+
+class WholeNumber(click.IntRange):
+    """``click.IntRange(min=...)`` that refuses an over-long number before converting it.
+
+    ``int()`` refuses more than 4,300 digits, and click would echo them all
+    back; such a value gets a short usage error instead.
+    """
+
+    def __init__(self, minimum: int) -> None:
+        super().__init__(min=minimum)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and len(value.strip()) > MAX_NUMBER_LENGTH:
+            self.fail(
+                f"{value.strip()[:20]}... ({len(value.strip())} characters) is not a number this "
+                f"option takes: at most {MAX_NUMBER_LENGTH} digits.",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
 
 def _state() -> AppState:
     """The app's stack state, with its stores open (reading needs no replay)."""
@@ -75,7 +99,7 @@ def init_db() -> None:
 @click.option(
     "--from",
     "from_sequence",
-    type=click.IntRange(min=1),
+    type=WholeNumber(1),
     default=1,
     show_default=True,
     help="1 rebuilds the models from scratch; N applies events from N onto the current models.",
@@ -106,8 +130,8 @@ def replay(from_sequence: int) -> None:
 @shimmie_cli.command("events")
 @click.option("--stream", "stream_id", help="Only this stream.")
 @click.option("--type", "event_name", help="Only events with this name.")
-@click.option("--after", type=click.IntRange(min=0), default=0, help="Positions after N.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most N events (default: all).")
+@click.option("--after", type=WholeNumber(0), default=0, help="Positions after N.")
+@click.option("--limit", type=WholeNumber(1), help="At most N events (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="One Event object per line.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they are stored (Ctrl-C stops).")
 def events(
@@ -188,9 +212,7 @@ def export(output: Any, with_pii: bool) -> None:
 
 @shimmie_cli.command("import")
 @click.argument("source", type=click.File("r", encoding="utf-8"))
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), help="Events per transaction (default: the whole file)."
-)
+@click.option("--batch-size", type=WholeNumber(1), help="Events per transaction (default: the whole file).")
 def import_(source: Any, batch_size: int | None) -> None:
     """Read events from SOURCE (a file, or - for stdin); known event ids are skipped."""
     state = _state()

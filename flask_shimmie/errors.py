@@ -87,6 +87,17 @@ class ObjectLockedError(HTTPShimmieError, Conflict):
         super().__init__(f"Lock for {stream_id} already in use (waited {timeout:g}s).")
 
 
+class StreamNotFoundError(HTTPShimmieError, NotFound):
+    """An operation on an existing stream named a stream that has no events (HTTP 404).
+
+    ``stream_id`` is the id asked for. Nothing was recorded.
+    """
+
+    def __init__(self, stream_id: str, action: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"No stream {stream_id!r:.300}: it has no events, so there is nothing to {action}.")
+
+
 class ReplayError(ShimmieError):
     """A model failed while events were replayed into it.
 
@@ -105,6 +116,22 @@ class ReplayError(ShimmieError):
 
 class StoreUnavailableError(HTTPShimmieError, ServiceUnavailable):
     """The event store or the PII store cannot be reached."""
+
+
+class TooManyWaitersError(HTTPShimmieError, ServiceUnavailable):
+    """``SHIMMIE_MAX_SEQ_WAITERS`` requests already wait for a position here (HTTP 503).
+
+    The response carries ``Retry-After: 1``.
+    """
+
+    def __init__(self, wanted: int, handled: int, limit: int) -> None:
+        self.wanted = wanted
+        self.handled = handled
+        super().__init__(
+            f"Position {wanted} is not applied here yet (this process has applied up to {handled}) "
+            f"and {limit} requests already wait for a position; try again."
+        )
+        self.retry_after = 1
 
 
 class SequenceTimeoutError(HTTPShimmieError, ServiceUnavailable):

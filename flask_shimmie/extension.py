@@ -17,7 +17,7 @@ from werkzeug.local import LocalProxy
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver
-from .errors import PiiNotConfiguredError, StoreUnavailableError, register_error_handlers
+from .errors import PiiNotConfiguredError, StoreUnavailableError, StreamNotFoundError, register_error_handlers
 from .events import Event, Expected, NewEvent
 from .follower import Follower
 from .models import Model
@@ -29,7 +29,7 @@ from .recording import (
     check_position,
 )
 from .registry import Registry
-from .request_hooks import install_request_hooks
+from .request_hooks import install_cors, install_request_hooks
 from .schemas import Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
@@ -95,9 +95,7 @@ class ShimmieStack:
         app.cli.add_command(shimmie_cli)
         install_request_hooks(app, self, state)
         if settings.cors is not None:
-            from flask_cors import CORS
-
-            CORS(app, **dict(settings.cors))
+            install_cors(app, settings.cors)
         for model_cls in self.registry.models:
             state.add_model(model_cls)
         for event_name, handler in self.registry.functions:
@@ -514,21 +512,30 @@ class ShimmieStack:
         files hold no copy but locks the table while it rewrites it (see
         :meth:`~flask_shimmie.storage.interface.Backend.purge_residue`).
 
-        Raises :class:`StoreUnavailableError` when that clean-up could not
-        complete; the PII is erased and the event recorded all the same, and
-        erasing again retries the clean-up.
+        Raises :class:`StreamNotFoundError` (404) for a stream without events,
+        and records nothing then. Raises :class:`StoreUnavailableError` when
+        the clean-up could not complete; the PII is erased and the event
+        recorded all the same, and erasing again retries the clean-up.
         """
         state = self._state()
         check_name(stream_id, "stream_id")
         if state.pii_store is None:
             raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: there is no PII to erase.")
+        events = state.event_store.read(0, stream_ids=[stream_id])
+        if not events:
+            raise StreamNotFoundError(stream_id, "erase")
         # Count the events whose PII is still there: an orphaned row (its
         # event never committed) is deleted too, but is no erased event.
-        with_pii = [e.event_id for e in state.event_store.read(0, stream_ids=[stream_id]) if e.pii_fields]
+        with_pii = [e.event_id for e in events if e.pii_fields]
         count = len(state.pii_store.get_json(with_pii)) if with_pii else 0
         state.pii_store.erase_stream(stream_id)
         state.event_store.delete_snapshots()  # they may hold the erased values
-        self.record_unchecked_event(stream_id, PII_ERASED_EVENT, {"erased_events": count})
+        # The stream exists: its id is accepted even if it predates check_stream_id,
+        # since erasure must stay possible for every stream.
+        pending = state.preparer.prepare_fields(
+            stream_id, PII_ERASED_EVENT, {"erased_events": count}, None, None, None, existing_stream=True
+        )
+        self._record_prepared(state, (pending,), {})
         if pii_erased.receivers:
             pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
         # Last, as it is the part that can wait on other connections: the

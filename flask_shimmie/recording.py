@@ -7,6 +7,7 @@ clear :class:`InvalidEventError` and nothing is recorded.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -65,6 +66,22 @@ def to_json(value: Any, what: str) -> str:
     return text
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: an object that repeats a key is refused.
+
+    JSON parsers disagree on which of two equal keys wins, so an event store
+    must not guess: raises ``ValueError`` naming the key.
+    """
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key!r:.80} appears more than once in one object")
+            seen.add(key)
+    return found
+
+
 def check_name(value: Any, what: str) -> str:
     """Return ``value`` if it is a usable stream id or event name."""
     if not isinstance(value, str):
@@ -82,8 +99,50 @@ def check_name(value: Any, what: str) -> str:
     return value
 
 
+#: What a stream id recorded from now on may not contain: a "/" (a URL path
+#: segment could not carry it) and control characters (C0, DEL, C1).
+_NOT_IN_STREAM_IDS = re.compile(r"[/\x00-\x1f\x7f-\x9f]")
+
+
+def check_stream_id(value: Any) -> str:
+    """Return ``value`` if a new event may be recorded on it as a stream id.
+
+    Besides :func:`check_name`'s rules, refuses ids that one segment of a URL
+    path cannot carry, so every stream can be named in a route such as
+    ``/admin/streams/<stream_id>``: ids with a ``/`` or a control character.
+    """
+    stream_id = check_name(value, "stream_id")
+    bad = _NOT_IN_STREAM_IDS.search(stream_id)
+    if bad is not None:
+        char = bad.group()
+        shown = "'/'" if char == "/" else f"the control character U+{ord(char):04X}"
+        raise InvalidEventError(
+            f"stream_id must not contain {shown}: a stream id must fit in one segment of a URL path "
+            f"(got {stream_id!r:.80})."
+        )
+    return stream_id
+
+
 #: The largest position a store can hold (a signed 64-bit integer).
 MAX_POSITION = 2**63 - 1
+
+#: Digits of :data:`MAX_POSITION`: more (leading zeros aside) is past it anyway.
+_POSITION_DIGITS = len(str(MAX_POSITION))
+
+
+def parse_position(text: str) -> int | None:
+    """A position or count written as ASCII digits, capped at :data:`MAX_POSITION`.
+
+    Returns ``None`` when ``text`` is not such a number. At most 19 digits are
+    ever converted, so a huge number costs nothing (``int()`` would refuse
+    one over 4,300 digits with a ``ValueError``).
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > _POSITION_DIGITS:
+        return MAX_POSITION
+    return min(int(digits or "0"), MAX_POSITION)
 
 
 def check_names(values: Any, what: str) -> list[str] | None:
@@ -161,10 +220,25 @@ class EventPreparer:
         )
 
     def prepare_fields(
-        self, stream_id: Any, event_name: Any, data: Any, meta: Any, pii_fields: Any, event_id: Any
+        self,
+        stream_id: Any,
+        event_name: Any,
+        data: Any,
+        meta: Any,
+        pii_fields: Any,
+        event_id: Any,
+        *,
+        existing_stream: bool = False,
     ) -> PendingEvent:
-        """:meth:`prepare` for the fields of a :class:`NewEvent`, given one by one."""
-        stream_id = check_name(stream_id, "stream_id")
+        """:meth:`prepare` for the fields of a :class:`NewEvent`, given one by one.
+
+        ``existing_stream``: the stream is known to hold events already, so an
+        id recorded before :func:`check_stream_id` existed is still accepted.
+        """
+        if existing_stream:
+            stream_id = check_name(stream_id, "stream_id")
+        else:
+            stream_id = check_stream_id(stream_id)
         event_name = check_name(event_name, "event_name")
         if type(data) is not dict:
             if not isinstance(data, Mapping):

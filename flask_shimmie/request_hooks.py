@@ -1,15 +1,27 @@
-"""Request hooks: body size, read-your-writes positions, and catching up before commands."""
+"""Request hooks: body size, read-your-writes positions, and catching up before commands.
+
+Also ``X-Seq-Num`` on the responses to admitted callers, a relative ``Location``
+on routing redirects, and CORS (``SHIMMIE_CORS``).
+"""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.routing import RequestRedirect
 
-from .errors import SequenceTimeoutError
+from .auth import admit, admitted
+from .errors import SequenceTimeoutError, TooManyWaitersError
+from .recording import unique_keys
+from .storage.process import ProcessLocal
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
@@ -23,13 +35,17 @@ SEQ_NUM_MIN_HEADER = "X-Seq-Num-Min"
 
 
 class DepthSafeJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider, but a body nested too deeply for Python is a 400, not a 500.
+    """Flask's JSON provider, but bodies too deep to parse, or repeating a key, are a 400.
 
-    ``json.loads`` raises ``RecursionError`` there, which werkzeug does not
-    treat as malformed JSON; as a ``ValueError`` it becomes the usual 400.
+    ``json.loads`` raises ``RecursionError`` on a body nested too deeply for
+    Python, which werkzeug does not treat as malformed JSON; as a
+    ``ValueError`` it becomes the usual 400 (not a 500). ``json.loads`` keeps
+    the last of two equal keys in an object where other parsers keep the
+    first: such a payload is ambiguous, and refused with a 400 naming the key.
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs.setdefault("object_pairs_hook", unique_keys)
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
@@ -72,11 +88,79 @@ def enforce_body_limit(limit: int) -> None:
     environ.pop("wsgi.input_terminated", None)
 
 
+def matched_view(app: Flask) -> Callable[..., Any] | None:
+    """The view the current request's URL and method matched; ``None`` for 404, 405, redirects."""
+    if request.url_rule is None or request.routing_exception is not None or request.endpoint is None:
+        return None
+    return app.view_functions.get(request.endpoint)
+
+
+def relative_location(url: str) -> str:
+    """``url`` without its scheme and host: ``http://evil.example/v1/songs?a=1`` → ``/v1/songs?a=1``.
+
+    Leading slashes (and backslashes, which browsers read as slashes) are
+    folded into one, so the result can never name another host.
+    """
+    parts = urlsplit(url)
+    path = "/" + parts.path.lstrip("/\\")
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+class WaiterSlots:
+    """At most ``limit`` requests of one app wait for a position at a time, per process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = ProcessLocal(lambda: threading.BoundedSemaphore(limit), lambda _inherited: None)
+
+    def try_enter(self) -> bool:
+        """Take a slot if one is free, without waiting."""
+        return self._slots.get().acquire(blocking=False)
+
+    def leave(self) -> None:
+        """Give back the slot taken by :meth:`try_enter`."""
+        self._slots.get().release()
+
+
 def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> None:
     """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``."""
     settings = state.settings
+    slots = WaiterSlots(settings.max_seq_waiters)
+
+    def wait_for_position(wanted: int, started: float) -> None:
+        """Wait until ``wanted`` is applied here, only for a caller who may call the matched view.
+
+        An unmatched route (404, 405) or an automatic OPTIONS answer never
+        waits; a refused caller gets its 401 / 403 at once. The wait ends at
+        the request's deadline, ``SHIMMIE_SEQ_WAIT_TIMEOUT`` after it began.
+        """
+        view = matched_view(app)
+        if view is None:
+            return  # the routing error answers, at once
+        if request.method == "OPTIONS" and getattr(request.url_rule, "provide_automatic_options", False):
+            return  # Flask answers it without running the view
+        admit(view)
+        dispatcher = state.dispatcher
+        timeout = settings.seq_wait_timeout
+        remaining = started + timeout - time.monotonic()
+        handled = dispatcher.last_handled
+        if remaining > 0 and handled < wanted:
+            if not slots.try_enter():
+                raise TooManyWaitersError(wanted, handled, slots.limit)
+            try:
+                handled = dispatcher.wait_for(wanted, remaining)
+            finally:
+                slots.leave()
+        if handled < wanted:
+            raise SequenceTimeoutError(wanted, handled, timeout)
 
     def before_request() -> None:
+        started = time.monotonic()
+        redirect = request.routing_exception
+        if isinstance(redirect, RequestRedirect):
+            # werkzeug builds the URL of a merge_slashes / strict_slashes redirect
+            # from the Host header, which the client chose.
+            redirect.new_url = relative_location(redirect.new_url)
         limit = settings.max_request_size
         if limit is not None:
             configured = app.config.get("MAX_CONTENT_LENGTH")
@@ -92,16 +176,41 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         if request.method in COMMAND_METHODS:
             dispatcher.ensure_handled()
         if wanted is not None and dispatcher.last_handled < wanted:
-            timeout = settings.seq_wait_timeout
-            handled = dispatcher.wait_for(wanted, timeout)
-            if handled < wanted:
-                raise SequenceTimeoutError(wanted, handled, timeout)
+            wait_for_position(wanted, started)
 
     def after_request(response: Response) -> Response:
-        response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
+        # The store's size is no one's business but an admitted caller's.
+        if response.status_code not in (401, 403):
+            view = matched_view(app)
+            if view is not None and admitted(view):
+                response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
         return response
 
     if type(app.json) is DefaultJSONProvider:  # leave an app's own provider alone
         app.json = DepthSafeJSONProvider(app)
     app.before_request(before_request)
     app.after_request(after_request)
+
+
+def install_cors(app: Flask, options: Mapping[str, Any]) -> None:
+    """Configure flask-cors on ``app`` with ``options`` (``SHIMMIE_CORS``), which win over ours.
+
+    Ours: CORS headers only on requests that carry an ``Origin``
+    (``always_send=False``), and ``Vary: Origin`` on every response (unless
+    ``vary_header`` is false), since whether a response carries them depends
+    on the request's ``Origin``: a cache must not hand one origin's answer to another.
+    """
+    from flask_cors import CORS
+
+    merged = {"always_send": False, **dict(options)}
+    if merged.get("vary_header", True):
+
+        def vary_on_origin(response: Response) -> Response:
+            values = {v.strip().lower() for line in response.headers.getlist("Vary") for v in line.split(",")}
+            if not values & {"origin", "*"}:
+                response.headers.add("Vary", "Origin")
+            return response
+
+        # Registered before flask-cors's hook, so it runs after it and sees its Vary.
+        app.after_request(vary_on_origin)
+    CORS(app, **merged)

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_ADMIN_URL": None,
     "SHIMMIE_AUTO_STARTUP": True,
     "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
+    "SHIMMIE_MAX_SEQ_WAITERS": 16,
     "SHIMMIE_SNAPSHOT_EVERY": 10_000,
 }
 
@@ -46,6 +47,7 @@ class Settings:
     admin_url: str | None
     auto_startup: bool
     seq_wait_timeout: float
+    max_seq_waiters: int
     snapshot_every: int
 
     @classmethod
@@ -68,6 +70,12 @@ class Settings:
         timeout = config["SHIMMIE_SEQ_WAIT_TIMEOUT"]
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
             raise ConfigurationError(f"SHIMMIE_SEQ_WAIT_TIMEOUT = {timeout!r} must be seconds >= 0.")
+        waiters = config["SHIMMIE_MAX_SEQ_WAITERS"]
+        if not isinstance(waiters, int) or isinstance(waiters, bool) or waiters < 1:
+            raise ConfigurationError(
+                f"SHIMMIE_MAX_SEQ_WAITERS = {waiters!r} must be a number of requests >= 1 "
+                "(SHIMMIE_SEQ_WAIT_TIMEOUT = 0 makes no request wait)."
+            )
         admin = config["SHIMMIE_ADMIN_URL"]
         if admin is not None and not (
             isinstance(admin, str) and normalise_prefix(admin, "SHIMMIE_ADMIN_URL")
@@ -95,5 +103,6 @@ class Settings:
             admin_url=normalise_prefix(admin, "SHIMMIE_ADMIN_URL") if admin else None,
             auto_startup=bool(config["SHIMMIE_AUTO_STARTUP"]),
             seq_wait_timeout=float(timeout),
+            max_seq_waiters=waiters,
             snapshot_every=every,
         )

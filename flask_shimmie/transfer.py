@@ -16,11 +16,15 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import ShimmieError
 from .events import Event
 from .pii import split_pii
-from .recording import check_event_id, check_name, to_json
+from .recording import check_event_id, check_name, check_stream_id, to_json, unique_keys
 from .storage.interface import AppendBatch, PendingEvent
 
 if TYPE_CHECKING:
     from .state import AppState
+
+
+#: The highest payload version a store keeps (a signed 32-bit integer column).
+MAX_SCHEMA_VERSION = 2**31 - 1
 
 
 class ImportLineError(ShimmieError):
@@ -47,9 +51,14 @@ def export_lines(events: Iterable[Event], *, with_pii: bool) -> Iterator[str]:
 
 
 def parse_line(number: int, line: str) -> PendingEvent:
-    """Turn one exported line into an event to append (PII split off again)."""
+    """Turn one exported line into an event to append (PII split off again).
+
+    Raises :class:`ImportLineError` for a line that is not one well-formed
+    event: invalid JSON, an object repeating a key, a stream id that may not
+    be recorded (see :func:`~flask_shimmie.recording.check_stream_id`), ...
+    """
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=unique_keys)
     except ValueError as error:
         raise ImportLineError(number, f"not valid JSON ({error})") from None
     if not isinstance(record, dict):
@@ -63,6 +72,8 @@ def parse_line(number: int, line: str) -> PendingEvent:
         if not all(isinstance(p, str) and p for p in pii_fields):
             raise ValueError("pii_fields must list field paths")
         schema_version = _field(record, "schema_version", int, default=1)
+        if not 1 <= schema_version <= MAX_SCHEMA_VERSION:
+            raise ValueError(f"schema_version must be 1 to {MAX_SCHEMA_VERSION}, not {schema_version}")
         recorded_at = datetime.fromisoformat(_field(record, "recorded_at", str))
         if recorded_at.tzinfo is None:
             raise ValueError("recorded_at needs a time zone")
@@ -77,7 +88,7 @@ def parse_line(number: int, line: str) -> PendingEvent:
                 pii_json = to_json(values, "PII")
             pii_fields = present
         return PendingEvent(
-            stream_id=check_name(record.get("stream_id"), "stream_id"),
+            stream_id=check_stream_id(record.get("stream_id")),
             event_name=check_name(record.get("event_name"), "event_name"),
             event_id=check_event_id(_field(record, "event_id", str)),
             data=data,

@@ -38,7 +38,7 @@ def client(admin_app: Flask) -> FlaskClient:
 
 
 def test_health_is_open_and_reports(client: FlaskClient) -> None:
-    response = client.get("/admin/health")
+    response = client.get("/admin/health", headers=ADMIN)
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
@@ -48,6 +48,10 @@ def test_health_is_open_and_reports(client: FlaskClient) -> None:
         "last_handled": 5,
         "degraded_models": [],
     }
+    # Without credentials it still answers, naming only the backends (tests/test_http_surface.py).
+    anonymous = client.get("/admin/health")
+    assert anonymous.status_code == 200
+    assert anonymous.get_json() == {**response.get_json(), "event_store": "memory", "pii_store": "memory"}
 
 
 def test_health_reports_degraded_models(admin_app: Flask, stack: ShimmieStack, client: FlaskClient) -> None:
@@ -63,14 +67,23 @@ def test_health_reports_degraded_models(admin_app: Flask, stack: ShimmieStack, c
     ]
 
 
-def test_health_is_503_when_the_store_is_unreachable(make_app: Callable[..., Flask]) -> None:
+def test_health_is_503_when_the_store_is_unreachable(
+    stack: ShimmieStack, make_app: Callable[..., Flask]
+) -> None:
+    stack.authenticator(lambda: {"admin": True} if request.headers.get("Authorization") else None)
+    stack.admin_authorizer(lambda identity: True)
     app = make_app(
         SHIMMIE_ADMIN_URL="/admin", SHIMMIE_EVENT_STORE="postgresql://postgres@127.0.0.1:1/nothing"
     )
-    response = app.test_client().get("/admin/health")
+    response = app.test_client().get("/admin/health", headers=ADMIN)
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "unavailable" and "127.0.0.1:1" in body["error"]
+    anonymous = app.test_client().get("/admin/health")
+    assert anonymous.status_code == 503
+    body = anonymous.get_json()
+    assert body["status"] == "unavailable" and body["event_store"] == "postgresql"
+    assert "127.0.0.1" not in anonymous.get_data(as_text=True)
 
 
 def test_admin_routes_need_the_admin_role(client: FlaskClient) -> None:
