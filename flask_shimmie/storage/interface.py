@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -287,6 +288,10 @@ class EventStore(Backend):
     def colocated_pii_store(self) -> PiiStore:
         """A PII store kept in the same database, written by ``append(write_pii=True)``."""
 
+    @abstractmethod
+    def subscription_store(self) -> SubscriptionStore:
+        """The durable subscriptions kept in this store's database (created with its tables)."""
+
 
 class PiiStore(Backend):
     """The interface of a PII store backend."""
@@ -334,3 +339,168 @@ class PiiStore(Backend):
     @abstractmethod
     def delete(self, event_ids: Collection[str]) -> None:
         """Delete the rows of ``event_ids``."""
+
+
+# -- subscriptions -------------------------------------------------------------------------------
+
+#: The kinds of subscription a store keeps (a relay is a reactor that publishes to a broker).
+SUBSCRIPTION_KINDS = ("reactor", "projection", "relay")
+#: A subscription's states: ``active`` runs; ``failed`` stopped on an error it would not skip.
+SUBSCRIPTION_STATES = ("active", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """One row of ``shimmie_subscriptions``: a subscription's durable position and state."""
+
+    name: str
+    #: One of :data:`SUBSCRIPTION_KINDS`.
+    kind: str
+    #: The ``sequence_num`` of the last event it processed (0: none yet).
+    position: int
+    #: One of :data:`SUBSCRIPTION_STATES`.
+    state: str
+    #: Why it failed (the last error, with its traceback), or ``None``.
+    error: str | None
+    #: The lease holder's runner id (``host:pid:token``), or ``None`` when no one holds it.
+    runner: str | None
+    #: The projection's ``version`` when its rows were built (0 for reactors).
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An event a reactor gave up on after its retries: one row of ``shimmie_parked``."""
+
+    subscription: str
+    event_id: str
+    sequence_num: int
+    error: str
+    attempts: int
+    parked_at: datetime
+    #: True once someone asked for it to be tried again (``subscriptions retry``).
+    retry_requested: bool
+
+
+class LeaseLostError(ShimmieError):
+    """This runner no longer holds the subscription's lease: another process may run it now.
+
+    Raised by a fenced write (a position, a park, a projection's commit); nothing
+    of that write was stored.
+    """
+
+
+class Lease(ABC):
+    """The right to run one subscription, held by one runner across every process on a store.
+
+    While a lease is held no other runner can take it; a runner that dies (its
+    process, or its database session) loses it, and another may take it over.
+    Every write a runner makes for the subscription is fenced by
+    :attr:`runner`: once another runner took over, it raises
+    :class:`LeaseLostError` and stores nothing.
+    """
+
+    #: The subscription's name.
+    name: str
+    #: This holder's runner id, written to ``shimmie_subscriptions.runner`` when taken.
+    runner: str
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether this lease is still held (it may ask the database, so call it per batch)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lease up (idempotent); the subscription's row keeps its position."""
+
+
+class ProjectionTransaction(ABC):
+    """A projection's batch: its handler's writes and its new position, committed together."""
+
+    #: The engine's own connection inside the transaction (``sqlite3.Connection``,
+    #: ``psycopg.Connection``); ``db.execute(sql, params)`` returns a cursor.
+    db: Any
+
+    @abstractmethod
+    def advance(self, position: int) -> None:
+        """Set the position that commits with this transaction's writes."""
+
+
+class SubscriptionStore(ABC):
+    """Durable subscriptions: positions, leases, parked events, projection transactions.
+
+    Built on an event store's own database (see :meth:`EventStore.subscription_store`),
+    opened and closed with it. Every method is thread-safe.
+    """
+
+    @abstractmethod
+    def register(self, name: str, kind: str, *, start_position: int, version: int = 0) -> SubscriptionInfo:
+        """The stored row of ``name``, created at ``start_position`` (and ``version``) when missing.
+
+        An existing row keeps its position and version. Raises
+        :class:`~flask_shimmie.errors.ConfigurationError` when it is stored
+        with another ``kind``.
+        """
+
+    @abstractmethod
+    def get(self, name: str) -> SubscriptionInfo | None:
+        """The stored row of ``name``, or ``None``."""
+
+    @abstractmethod
+    def all(self) -> list[SubscriptionInfo]:
+        """Every stored subscription, by name."""
+
+    @abstractmethod
+    def try_lease(self, name: str, runner: str) -> Lease | None:
+        """Take ``name``'s lease for ``runner`` without waiting; ``None`` when another holds it.
+
+        On success the row's ``runner`` becomes ``runner``, which fences every
+        write of an earlier holder.
+        """
+
+    @abstractmethod
+    def advance(self, lease: Lease, position: int) -> None:
+        """Store ``position`` as the subscription's last processed event (fenced by ``lease``)."""
+
+    @abstractmethod
+    def park(self, lease: Lease, event_id: str, sequence_num: int, error: str, attempts: int) -> None:
+        """Park an event the subscription gave up on, and advance past it, in one transaction (fenced).
+
+        Parking an event that is parked already (a retry that failed again)
+        replaces its error and attempts and clears ``retry_requested``.
+        """
+
+    @abstractmethod
+    def parked(self, name: str) -> list[ParkedEvent]:
+        """The events ``name`` parked, in position order."""
+
+    @abstractmethod
+    def request_retry(self, name: str, event_id: str | None = None) -> int:
+        """Mark ``name``'s parked events (or just ``event_id``) for another try; return how many."""
+
+    @abstractmethod
+    def unpark(self, lease: Lease, event_id: str) -> None:
+        """Remove a parked event once a retry handled it (fenced)."""
+
+    @abstractmethod
+    def set_state(self, name: str, state: str, error: str | None = None) -> None:
+        """Set ``name``'s state and error (``active`` clears a failure)."""
+
+    @abstractmethod
+    def reset(self, name: str, position: int, *, version: int | None = None) -> None:
+        """Move ``name`` to ``position`` (and ``version``), make it ``active``, drop its parked events."""
+
+    @abstractmethod
+    def projection_transaction(self, lease: Lease) -> AbstractContextManager[ProjectionTransaction]:
+        """A write transaction on the store's database for a projection's batch.
+
+        Commits the writes made through ``tx.db`` together with the position
+        given to ``tx.advance()`` when the block ends; an exception rolls
+        everything back. Raises :class:`LeaseLostError` (and commits nothing)
+        when ``lease`` was taken over meanwhile.
+        """
+
+    @abstractmethod
+    def projection_reader(self) -> AbstractContextManager[Any]:
+        """A connection for reading the projections' tables (the same kind as ``tx.db``)."""
