@@ -362,7 +362,8 @@ class SubscriptionInfo:
     state: str
     #: Why it failed (the last error, with its traceback), or ``None``.
     error: str | None
-    #: The lease holder's runner id (``host:pid:token``), or ``None`` when no one holds it.
+    #: The lease holder's runner id (``host:pid:token``), or ``None`` once released or
+    #: reset. A holder that died keeps its id here until another runner takes over.
     runner: str | None
     #: The projection's ``version`` when its rows were built (0 for reactors).
     version: int
@@ -387,8 +388,17 @@ class LeaseLostError(ShimmieError):
     """This runner no longer holds the subscription's lease: another process may run it now.
 
     Raised by a fenced write (a position, a park, a projection's commit); nothing
-    of that write was stored.
+    of that write was stored. The lease is dead for good: release it, and take
+    a new one (which reads the stored position afresh) to go on.
     """
+
+
+class SubscriptionNotFoundError(ShimmieError):
+    """No subscription of that name is stored (it was never registered)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No subscription named {name!r} is stored; register it first.")
+        self.name = name
 
 
 class Lease(ABC):
@@ -397,8 +407,11 @@ class Lease(ABC):
     While a lease is held no other runner can take it; a runner that dies (its
     process, or its database session) loses it, and another may take it over.
     Every write a runner makes for the subscription is fenced by
-    :attr:`runner`: once another runner took over, it raises
-    :class:`LeaseLostError` and stores nothing.
+    :attr:`runner`: once another runner took over (or :meth:`SubscriptionStore.reset`
+    ended this lease), it raises :class:`LeaseLostError` and stores nothing.
+    A lease belongs to the process that took it: in a forked child it is dead
+    (never alive, its writes refused, its release a no-op that leaves the
+    parent's lease alone).
     """
 
     #: The subscription's name.
@@ -408,11 +421,18 @@ class Lease(ABC):
 
     @abstractmethod
     def alive(self) -> bool:
-        """Whether this lease is still held (it may ask the database, so call it per batch)."""
+        """Whether this lease is still held and its writes still pass the fence (call it per batch).
+
+        It asks the database, so it costs a query. Once False, never True
+        again. A lost database session (PostgreSQL) answers False; a database
+        that cannot be read at all (SQLite) raises
+        :class:`~flask_shimmie.errors.StoreUnavailableError` instead, since the
+        lease itself may still be held.
+        """
 
     @abstractmethod
     def release(self) -> None:
-        """Give the lease up (idempotent); the subscription's row keeps its position."""
+        """Give the lease up (idempotent); the row keeps its position, and its ``runner`` becomes ``None``."""
 
 
 class ProjectionTransaction(ABC):
@@ -423,15 +443,25 @@ class ProjectionTransaction(ABC):
     db: Any
 
     @abstractmethod
-    def advance(self, position: int) -> None:
-        """Set the position that commits with this transaction's writes."""
+    def advance(self, position: int, *, version: int | None = None) -> None:
+        """Set the position (and the projection's ``version``) that commit with this transaction's writes.
+
+        A rebuild (a new ``version``) is one transaction: the projection's
+        reset, then ``advance(0, version=new)``.
+        """
 
 
 class SubscriptionStore(ABC):
     """Durable subscriptions: positions, leases, parked events, projection transactions.
 
     Built on an event store's own database (see :meth:`EventStore.subscription_store`),
-    opened and closed with it. Every method is thread-safe.
+    opened and closed with it; closing the event store releases the leases taken
+    through it. Every method is thread-safe. The fenced writes take a lease from
+    this object's own :meth:`try_lease` (another raises ``ValueError``).
+
+    A projection's tables live in the store's database: SQLite's file, or
+    PostgreSQL's schema (unqualified names resolve there first), or on
+    ``memory://`` an in-memory SQLite database of the process.
     """
 
     @abstractmethod
@@ -440,7 +470,8 @@ class SubscriptionStore(ABC):
 
         An existing row keeps its position and version. Raises
         :class:`~flask_shimmie.errors.ConfigurationError` when it is stored
-        with another ``kind``.
+        with another ``kind``, and ``ValueError`` for a kind not in
+        :data:`SUBSCRIPTION_KINDS`.
         """
 
     @abstractmethod
@@ -456,7 +487,11 @@ class SubscriptionStore(ABC):
         """Take ``name``'s lease for ``runner`` without waiting; ``None`` when another holds it.
 
         On success the row's ``runner`` becomes ``runner``, which fences every
-        write of an earlier holder.
+        write of an earlier holder; read the position (:meth:`get`) after this,
+        never before. ``runner`` should be new for every lease taken (say
+        ``host:pid:token``, a fresh token each time), so that an old lease of
+        the same runner can never pass the fence. Raises
+        :class:`SubscriptionNotFoundError` for a name never registered.
         """
 
     @abstractmethod
@@ -467,8 +502,10 @@ class SubscriptionStore(ABC):
     def park(self, lease: Lease, event_id: str, sequence_num: int, error: str, attempts: int) -> None:
         """Park an event the subscription gave up on, and advance past it, in one transaction (fenced).
 
-        Parking an event that is parked already (a retry that failed again)
-        replaces its error and attempts and clears ``retry_requested``.
+        The position becomes ``sequence_num`` unless it is past it already (a
+        retried event parked again never moves it back). Parking an event that
+        is parked already replaces its error and attempts and clears
+        ``retry_requested``.
         """
 
     @abstractmethod
@@ -477,19 +514,38 @@ class SubscriptionStore(ABC):
 
     @abstractmethod
     def request_retry(self, name: str, event_id: str | None = None) -> int:
-        """Mark ``name``'s parked events (or just ``event_id``) for another try; return how many."""
+        """Mark ``name``'s parked events (or just ``event_id``) for another try; return how many.
+
+        Raises :class:`SubscriptionNotFoundError` for an unknown name.
+        """
 
     @abstractmethod
     def unpark(self, lease: Lease, event_id: str) -> None:
         """Remove a parked event once a retry handled it (fenced)."""
 
     @abstractmethod
-    def set_state(self, name: str, state: str, error: str | None = None) -> None:
-        """Set ``name``'s state and error (``active`` clears a failure)."""
+    def set_state(
+        self, name: str, state: str, error: str | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """Set ``name``'s state and error (``active`` clears a failure, whatever ``error`` says).
+
+        A runner passes its ``lease``, which fences the write; an operator's
+        call (no lease) is not fenced. Raises :class:`SubscriptionNotFoundError`
+        for an unknown name, and ``ValueError`` for a state not in
+        :data:`SUBSCRIPTION_STATES`.
+        """
 
     @abstractmethod
     def reset(self, name: str, position: int, *, version: int | None = None) -> None:
-        """Move ``name`` to ``position`` (and ``version``), make it ``active``, drop its parked events."""
+        """Move ``name`` to ``position`` (and ``version``), make it ``active``, drop its parked events.
+
+        It also ends the current holder's lease (``runner`` becomes ``None``):
+        that runner's next fenced write raises :class:`LeaseLostError` and its
+        :meth:`Lease.alive` turns False, so it cannot overwrite the new
+        position with its old one; it releases, takes a new lease, and starts
+        from ``position``. Raises :class:`SubscriptionNotFoundError` for an
+        unknown name.
+        """
 
     @abstractmethod
     def projection_transaction(self, lease: Lease) -> AbstractContextManager[ProjectionTransaction]:
@@ -498,9 +554,16 @@ class SubscriptionStore(ABC):
         Commits the writes made through ``tx.db`` together with the position
         given to ``tx.advance()`` when the block ends; an exception rolls
         everything back. Raises :class:`LeaseLostError` (and commits nothing)
-        when ``lease`` was taken over meanwhile.
+        when ``lease`` was taken over meanwhile. Never commit or roll back
+        through ``tx.db`` yourself, and never write to the event store from
+        inside the block: on SQLite the block holds the file's one write lock
+        (every other writer, appends included, waits for it: keep batches
+        short), so such a write would wait for itself.
         """
 
     @abstractmethod
     def projection_reader(self) -> AbstractContextManager[Any]:
-        """A connection for reading the projections' tables (the same kind as ``tx.db``)."""
+        """A connection for reading the projections' tables (the same kind as ``tx.db``), in autocommit.
+
+        It sees committed batches only (on ``memory://``, the one connection, held for the block).
+        """
