@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -315,6 +316,10 @@ class EventStore(Backend):
     def colocated_pii_store(self) -> PiiStore:
         """A PII store kept in the same database, written by ``append(write_pii=True)``."""
 
+    @abstractmethod
+    def subscription_store(self) -> SubscriptionStore:
+        """The durable subscriptions kept in this store's database (created with its tables)."""
+
 
 class PiiStore(Backend):
     """The interface of a PII store backend."""
@@ -362,3 +367,231 @@ class PiiStore(Backend):
     @abstractmethod
     def delete(self, event_ids: Collection[str]) -> None:
         """Delete the rows of ``event_ids``."""
+
+
+# -- subscriptions -------------------------------------------------------------------------------
+
+#: The kinds of subscription a store keeps (a relay is a reactor that publishes to a broker).
+SUBSCRIPTION_KINDS = ("reactor", "projection", "relay")
+#: A subscription's states: ``active`` runs; ``failed`` stopped on an error it would not skip.
+SUBSCRIPTION_STATES = ("active", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """One row of ``shimmie_subscriptions``: a subscription's durable position and state."""
+
+    name: str
+    #: One of :data:`SUBSCRIPTION_KINDS`.
+    kind: str
+    #: The ``sequence_num`` of the last event it processed (0: none yet).
+    position: int
+    #: One of :data:`SUBSCRIPTION_STATES`.
+    state: str
+    #: Why it failed (the last error, with its traceback), or ``None``.
+    error: str | None
+    #: The lease holder's runner id (``host:pid:token``), or ``None`` once released or
+    #: reset. A holder that died keeps its id here until another runner takes over.
+    runner: str | None
+    #: The projection's ``version`` when its rows were built (0 for reactors).
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An event a reactor gave up on after its retries: one row of ``shimmie_parked``."""
+
+    subscription: str
+    event_id: str
+    sequence_num: int
+    error: str
+    attempts: int
+    parked_at: datetime
+    #: True once someone asked for it to be tried again (``subscriptions retry``).
+    retry_requested: bool
+
+
+class LeaseLostError(ShimmieError):
+    """This runner no longer holds the subscription's lease: another process may run it now.
+
+    Raised by a fenced write (a position, a park, a projection's commit); nothing
+    of that write was stored. The lease is dead for good: release it, and take
+    a new one (which reads the stored position afresh) to go on.
+    """
+
+
+class SubscriptionNotFoundError(ShimmieError):
+    """No subscription of that name is stored (it was never registered)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No subscription named {name!r} is stored; register it first.")
+        self.name = name
+
+
+class Lease(ABC):
+    """The right to run one subscription, held by one runner across every process on a store.
+
+    While a lease is held no other runner can take it; a runner that dies (its
+    process, or its database session) loses it, and another may take it over.
+    Every write a runner makes for the subscription is fenced by
+    :attr:`runner`: once another runner took over (or :meth:`SubscriptionStore.reset`
+    ended this lease), it raises :class:`LeaseLostError` and stores nothing.
+    A lease belongs to the process that took it: in a forked child it is dead
+    (never alive, its writes refused, its release a no-op that leaves the
+    parent's lease alone).
+    """
+
+    #: The subscription's name.
+    name: str
+    #: This holder's runner id, written to ``shimmie_subscriptions.runner`` when taken.
+    runner: str
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether this lease is still held and its writes still pass the fence (call it per batch).
+
+        It asks the database, so it costs a query. Once False, never True
+        again. A lost database session (PostgreSQL) answers False; a database
+        that cannot be read at all (SQLite) raises
+        :class:`~flask_shimmie.errors.StoreUnavailableError` instead, since the
+        lease itself may still be held.
+        """
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lease up (idempotent); the row keeps its position, and its ``runner`` becomes ``None``."""
+
+
+class ProjectionTransaction(ABC):
+    """A projection's batch: its handler's writes and its new position, committed together."""
+
+    #: The engine's own connection inside the transaction (``sqlite3.Connection``,
+    #: ``psycopg.Connection``); ``db.execute(sql, params)`` returns a cursor.
+    db: Any
+
+    @abstractmethod
+    def advance(self, position: int, *, version: int | None = None) -> None:
+        """Set the position (and the projection's ``version``) that commit with this transaction's writes.
+
+        A rebuild (a new ``version``) is one transaction: the projection's
+        reset, then ``advance(0, version=new)``.
+        """
+
+
+class SubscriptionStore(ABC):
+    """Durable subscriptions: positions, leases, parked events, projection transactions.
+
+    Built on an event store's own database (see :meth:`EventStore.subscription_store`),
+    opened and closed with it; closing the event store releases the leases taken
+    through it. Every method is thread-safe. The fenced writes take a lease from
+    this object's own :meth:`try_lease` (another raises ``ValueError``).
+
+    A projection's tables live in the store's database: SQLite's file, or
+    PostgreSQL's schema (unqualified names resolve there first), or on
+    ``memory://`` an in-memory SQLite database of the process.
+    """
+
+    @abstractmethod
+    def register(self, name: str, kind: str, *, start_position: int, version: int = 0) -> SubscriptionInfo:
+        """The stored row of ``name``, created at ``start_position`` (and ``version``) when missing.
+
+        An existing row keeps its position and version. Raises
+        :class:`~flask_shimmie.errors.ConfigurationError` when it is stored
+        with another ``kind``, and ``ValueError`` for a kind not in
+        :data:`SUBSCRIPTION_KINDS`.
+        """
+
+    @abstractmethod
+    def get(self, name: str) -> SubscriptionInfo | None:
+        """The stored row of ``name``, or ``None``."""
+
+    @abstractmethod
+    def all(self) -> list[SubscriptionInfo]:
+        """Every stored subscription, by name."""
+
+    @abstractmethod
+    def try_lease(self, name: str, runner: str) -> Lease | None:
+        """Take ``name``'s lease for ``runner`` without waiting; ``None`` when another holds it.
+
+        On success the row's ``runner`` becomes ``runner``, which fences every
+        write of an earlier holder; read the position (:meth:`get`) after this,
+        never before. ``runner`` should be new for every lease taken (say
+        ``host:pid:token``, a fresh token each time), so that an old lease of
+        the same runner can never pass the fence. Raises
+        :class:`SubscriptionNotFoundError` for a name never registered.
+        """
+
+    @abstractmethod
+    def advance(self, lease: Lease, position: int) -> None:
+        """Store ``position`` as the subscription's last processed event (fenced by ``lease``)."""
+
+    @abstractmethod
+    def park(self, lease: Lease, event_id: str, sequence_num: int, error: str, attempts: int) -> None:
+        """Park an event the subscription gave up on, and advance past it, in one transaction (fenced).
+
+        The position becomes ``sequence_num`` unless it is past it already (a
+        retried event parked again never moves it back). Parking an event that
+        is parked already replaces its error and attempts and clears
+        ``retry_requested``.
+        """
+
+    @abstractmethod
+    def parked(self, name: str) -> list[ParkedEvent]:
+        """The events ``name`` parked, in position order."""
+
+    @abstractmethod
+    def request_retry(self, name: str, event_id: str | None = None) -> int:
+        """Mark ``name``'s parked events (or just ``event_id``) for another try; return how many.
+
+        Raises :class:`SubscriptionNotFoundError` for an unknown name.
+        """
+
+    @abstractmethod
+    def unpark(self, lease: Lease, event_id: str) -> None:
+        """Remove a parked event once a retry handled it (fenced)."""
+
+    @abstractmethod
+    def set_state(
+        self, name: str, state: str, error: str | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """Set ``name``'s state and error (``active`` clears a failure, whatever ``error`` says).
+
+        A runner passes its ``lease``, which fences the write; an operator's
+        call (no lease) is not fenced. Raises :class:`SubscriptionNotFoundError`
+        for an unknown name, and ``ValueError`` for a state not in
+        :data:`SUBSCRIPTION_STATES`.
+        """
+
+    @abstractmethod
+    def reset(self, name: str, position: int, *, version: int | None = None) -> None:
+        """Move ``name`` to ``position`` (and ``version``), make it ``active``, drop its parked events.
+
+        It also ends the current holder's lease (``runner`` becomes ``None``):
+        that runner's next fenced write raises :class:`LeaseLostError` and its
+        :meth:`Lease.alive` turns False, so it cannot overwrite the new
+        position with its old one; it releases, takes a new lease, and starts
+        from ``position``. Raises :class:`SubscriptionNotFoundError` for an
+        unknown name.
+        """
+
+    @abstractmethod
+    def projection_transaction(self, lease: Lease) -> AbstractContextManager[ProjectionTransaction]:
+        """A write transaction on the store's database for a projection's batch.
+
+        Commits the writes made through ``tx.db`` together with the position
+        given to ``tx.advance()`` when the block ends; an exception rolls
+        everything back. Raises :class:`LeaseLostError` (and commits nothing)
+        when ``lease`` was taken over meanwhile. Never commit or roll back
+        through ``tx.db`` yourself, and never write to the event store from
+        inside the block: on SQLite the block holds the file's one write lock
+        (every other writer, appends included, waits for it: keep batches
+        short), so such a write would wait for itself.
+        """
+
+    @abstractmethod
+    def projection_reader(self) -> AbstractContextManager[Any]:
+        """A connection for reading the projections' tables (the same kind as ``tx.db``), in autocommit.
+
+        It sees committed batches only (on ``memory://``, the one connection, held for the block).
+        """

@@ -16,6 +16,7 @@ from datetime import datetime
 from ..errors import ShimmieError
 from .codec import decode_rows, encode_pii_fields
 from .interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore, Snapshot
+from .memory_subscriptions import MemorySubscriptionStore
 from .planner import AppendPlanner, batch_event_ids, batch_stream_ids
 from .threads import PositionSignal, StreamLocks
 
@@ -99,6 +100,7 @@ class MemoryEventStore(EventStore):
         self._signal = PositionSignal()
         self._pii = MemoryPiiStore(url)
         self._snapshots: dict[str, Snapshot] = {}
+        self._subscriptions = MemorySubscriptionStore()
 
     def open(self) -> None:
         """Nothing to connect to."""
@@ -228,3 +230,6 @@ class MemoryEventStore(EventStore):
 
     def colocated_pii_store(self) -> MemoryPiiStore:
         return self._pii
+
+    def subscription_store(self) -> MemorySubscriptionStore:
+        return self._subscriptions

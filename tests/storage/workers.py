@@ -16,7 +16,7 @@ from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
 from flask_shimmie.storage import event_store_from_url
-from flask_shimmie.storage.interface import EventStore
+from flask_shimmie.storage.interface import EventStore, Lease
 from tests.storage.helpers import batch, pending
 
 CONTEXT = multiprocessing.get_context("spawn")
@@ -169,3 +169,54 @@ def hold_sqlite_writer_gate(lock_path: str, held: Event, release: Event) -> bool
         return True
     finally:
         os.close(fd)
+
+
+def try_subscription_lease(url: str, name: str, runner: str, tried: Barrier, release: Event) -> bool:
+    """Try ``name``'s lease when the others do (``tried`` passes once all did); hold it until told."""
+    store = _open(url)
+    try:
+        subscriptions = store.subscription_store()
+        tried.wait(30)
+        lease = subscriptions.try_lease(name, runner)
+        tried.wait(30)
+        if lease is not None:
+            if not release.wait(30):
+                raise TimeoutError("never told to release")
+            lease.release()
+        return lease is not None
+    finally:
+        store.close()
+
+
+def hold_subscription_until_killed(url: str, name: str, runner: str, held: Event) -> None:
+    """Take ``name``'s lease, say held, and keep it until the process is killed."""
+    store = _open(url)
+    lease = _take(store, name, runner)
+    held.set()
+    time.sleep(120)
+    raise TimeoutError(f"{lease.name} was held for 120 s without being killed")
+
+
+def take_over_subscription(url: str, name: str, runner: str, taken: Event, done: Event) -> bool:
+    """Take ``name``'s lease as soon as it is free, say taken, hold it until told it is done."""
+    store = _open(url)
+    try:
+        lease = _take(store, name, runner)
+        taken.set()
+        if not done.wait(30):
+            raise TimeoutError("never told it is done")
+        lease.release()
+        return True
+    finally:
+        store.close()
+
+
+def _take(store: EventStore, name: str, runner: str, timeout: float = 20.0) -> Lease:
+    deadline = time.monotonic() + timeout
+    while True:
+        lease = store.subscription_store().try_lease(name, runner)
+        if lease is not None:
+            return lease
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the lease of {name} was not free within {timeout}s")
+        time.sleep(0.01)

@@ -330,14 +330,20 @@ class PostgresDatabase:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            configure=_configure,
+            configure=self._configure,
             name=f"{name}:{self.schema}",
             timeout=POOL_TIMEOUT,
         )
 
-    def connect(self) -> psycopg.Connection[TupleRow]:
-        """A new autocommit connection of its own (e.g. for LISTEN)."""
-        return psycopg.connect(self.conninfo, **self.connect_kwargs)
+    def _configure(self, conn: PooledConnection) -> None:
+        _configure(conn)
+        # The stores name their tables with the schema; this is for everything else a pooled
+        # connection runs (a projection's tables), which then lives beside them, not in public.
+        conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
+
+    def connect(self, **options: Any) -> psycopg.Connection[TupleRow]:
+        """A new autocommit connection of its own (e.g. for LISTEN); ``options`` add libpq parameters."""
+        return psycopg.connect(self.conninfo, **{**self.connect_kwargs, **options})
 
     def _cannot_connect(self, reason: str) -> StoreUnavailableError:
         return StoreUnavailableError(

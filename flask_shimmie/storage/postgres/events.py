@@ -74,6 +74,7 @@ from ..process import ProcessLocal
 from ..threads import PositionSignal, StreamLocks
 from .database import CommitUnknown, PooledConnection, PostgresDatabase, TableSet, advisory_key, error_summary
 from .pii import PII_TABLES, PII_UPSERT, PostgresPiiStore, pii_upsert_params
+from .subscriptions import SUBSCRIPTION_TABLES, PostgresSubscriptionStore
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +157,10 @@ class PostgresEventStore(EventStore):
     def __init__(self, url: str, *, key: str) -> None:
         self.url = url
         self.key = key
-        self._db = PostgresDatabase(url, key=key, tables=[EVENT_TABLES, PII_TABLES])
+        self._db = PostgresDatabase(url, key=key, tables=[EVENT_TABLES, PII_TABLES, SUBSCRIPTION_TABLES])
         self.channel = channel_name(self._db.schema)
         self._pii = PostgresPiiStore(url, key=key, database=self._db)
+        self._subscriptions = PostgresSubscriptionStore(self._db)
         self._process: ProcessLocal[_ProcessState] = ProcessLocal(_ProcessState, _ProcessState.abandon)
 
         events = self._db.table("shimmie_events")
@@ -230,7 +232,8 @@ class PostgresEventStore(EventStore):
         self._db.open()
 
     def close(self) -> None:
-        """Stop the listener and close the pools; :meth:`open` may follow."""
+        """Stop the listener, release the subscriptions' leases, close the pools; :meth:`open` may follow."""
+        self._subscriptions.close()
         state = self._process.get()
         with state.listener_guard:
             listener, state.listener = state.listener, None
@@ -246,6 +249,9 @@ class PostgresEventStore(EventStore):
 
     def colocated_pii_store(self) -> PostgresPiiStore:
         return self._pii
+
+    def subscription_store(self) -> PostgresSubscriptionStore:
+        return self._subscriptions
 
     # -- writing -----------------------------------------------------------
 

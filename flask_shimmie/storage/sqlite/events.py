@@ -33,8 +33,10 @@ from ..threads import PositionSignal
 from .database import SqliteDatabase, json_list
 from .locks import LockFile, lock_files, lock_offset, writer_gate
 from .pii import PII_SCHEMA, SqlitePiiStore
+from .subscriptions import SUBSCRIPTIONS_SCHEMA, SqliteSubscriptionStore
 
-#: The events table; the event store also creates :data:`~flask_shimmie.pii.sqlite.PII_SCHEMA`.
+#: The events table; the event store also creates :data:`~flask_shimmie.storage.sqlite.pii.PII_SCHEMA`
+#: and :data:`~flask_shimmie.storage.sqlite.subscriptions.SUBSCRIPTIONS_SCHEMA`.
 EVENTS_SCHEMA = (
     # recorded_at is ISO 8601 text in UTC with microseconds: exact, sortable,
     # and readable in the sqlite3 shell.
@@ -122,8 +124,9 @@ class SqliteEventStore(EventStore):
         self.path = path
         self.url = url
         self.lock_path = f"{os.path.realpath(path)}-locks"
-        self._db = SqliteDatabase(path, url, EVENTS_SCHEMA + PII_SCHEMA)
+        self._db = SqliteDatabase(path, url, EVENTS_SCHEMA + PII_SCHEMA + SUBSCRIPTIONS_SCHEMA)
         self._pii = SqlitePiiStore(path, url=url, database=self._db)
+        self._subscriptions = SqliteSubscriptionStore(self._db, self.lock_path)
         self._process: ProcessLocal[_ProcessState] = ProcessLocal(_ProcessState, _forget)
 
     def open(self) -> None:
@@ -131,7 +134,8 @@ class SqliteEventStore(EventStore):
         self._db.open()
 
     def close(self) -> None:
-        """Close the connections and the lock file; the store may be opened again."""
+        """Close the connections and the lock file (and the subscriptions' leases); it may be reopened."""
+        self._subscriptions.close()
         state = self._process.pop()
         if state is not None:
             state.release()
@@ -387,3 +391,6 @@ class SqliteEventStore(EventStore):
 
     def colocated_pii_store(self) -> SqlitePiiStore:
         return self._pii
+
+    def subscription_store(self) -> SqliteSubscriptionStore:
+        return self._subscriptions

@@ -1,13 +1,15 @@
-"""The ``<file>-locks`` sidecar: stream locks and the writers' queue, across processes.
+"""The ``<file>-locks`` sidecar: stream locks, the writers' queue and subscription leases, across processes.
 
 Byte-range ``fcntl`` locks on one sidecar file per database: a byte per stream
-(hashed) for :meth:`~flask_shimmie.storage.sqlite.events.SqliteEventStore.lock_stream`,
-and one byte past them all that appending processes queue on. The kernel drops
-a dead process's locks, so a crash never leaves a stream locked.
+(hashed, below 2**62) for :meth:`~flask_shimmie.storage.sqlite.events.SqliteEventStore.lock_stream`,
+the byte 2**62 that appending processes queue on, and a byte per subscription
+(hashed, above it) for the subscriptions' leases. The kernel drops a dead
+process's locks, so a crash never leaves a stream locked or a lease held.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -34,6 +36,9 @@ class LockFile:
         self.threads = StreamLocks()
         self.writer = threading.Lock()
         self.users = 0
+        self.lease_guard = threading.Lock()
+        #: byte offset -> the subscriptions this process holds on it (two names may share a byte).
+        self.leases: dict[int, set[str]] = {}
 
 
 class LockFiles:
@@ -108,3 +113,64 @@ def writer_gate(lock_file: LockFile) -> Iterator[None]:
             if queued:
                 with suppress(OSError):
                     fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, WRITER_GATE_OFFSET)
+
+
+#: The first byte of the subscriptions' range (past the writers' queue).
+SUBSCRIPTION_LOCKS_OFFSET = WRITER_GATE_OFFSET + 1
+
+
+def subscription_offset(name: str) -> int:
+    """The byte of the lock file that stands for subscription ``name`` (the same in every process)."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    # 2**61 bytes from 2**62 + 1: the range stays well below the largest offset (2**63 - 1).
+    return SUBSCRIPTION_LOCKS_OFFSET + (int.from_bytes(digest, "big") & (2**61 - 1))
+
+
+def try_lock_subscription(lock_file: LockFile, name: str) -> bool:
+    """Take subscription ``name``'s byte without waiting; False when another process or store holds ``name``.
+
+    fcntl locks belong to the process, so the process keeps its own account
+    of which names it holds: a second taker of the same name in this process
+    is refused here, and the byte is unlocked only when the last name on it
+    is let go.
+    """
+    offset = subscription_offset(name)
+    with lock_file.lease_guard:
+        holders = lock_file.leases.get(offset)
+        if holders is not None:
+            if name in holders:
+                return False
+            holders.add(name)
+            return True
+        try:
+            fcntl.lockf(lock_file.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise StoreUnavailableError(
+                f"Cannot lock subscription {name!r} in {lock_file.path}: {error}"
+            ) from error
+        lock_file.leases[offset] = {name}
+        return True
+
+
+def unlock_subscription(lock_file: LockFile, name: str) -> None:
+    """Let go of subscription ``name`` taken by :func:`try_lock_subscription` (idempotent)."""
+    offset = subscription_offset(name)
+    with lock_file.lease_guard:
+        holders = lock_file.leases.get(offset)
+        if holders is None or name not in holders:
+            return
+        holders.discard(name)
+        if holders:
+            return
+        del lock_file.leases[offset]
+        # Fails only when the file was closed already, which dropped the lock.
+        with suppress(OSError):
+            fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, offset)
+
+
+def holds_subscription(lock_file: LockFile, name: str) -> bool:
+    """Whether this process holds subscription ``name``'s byte (through :func:`try_lock_subscription`)."""
+    with lock_file.lease_guard:
+        return name in lock_file.leases.get(subscription_offset(name), ())
