@@ -778,6 +778,31 @@ def test_a_projections_tables_live_in_the_stores_schema(store: EventStore, store
 
 
 @POSTGRES_ONLY
+def test_projection_queries_get_the_ordinary_planner_and_the_stores_sessions_keep_theirs(
+    store: EventStore,
+) -> None:
+    subs = store.subscription_store()
+    subs.register("songs", "projection", start_position=0)
+    lease = lease_of(subs, "songs")
+
+    with subs.projection_transaction(lease) as tx:
+        in_transaction = tx.db.execute("SHOW enable_seqscan").fetchone()[0]
+        tx.advance(1)
+    with subs.projection_reader() as db:
+        in_reader = db.execute("SHOW enable_seqscan").fetchone()[0]
+    pool = store._db.pool()  # type: ignore[attr-defined]
+    sessions = [pool.getconn() for _ in range(pool.get_stats()["pool_size"])]
+    try:
+        afterwards = {conn.execute("SHOW enable_seqscan").fetchone()[0] for conn in sessions}
+    finally:
+        for conn in sessions:
+            pool.putconn(conn)
+
+    assert (in_transaction, in_reader) == ("on", "on")
+    assert afterwards == {"off"}
+
+
+@POSTGRES_ONLY
 def test_a_lease_session_notices_a_dead_peer_within_seconds_and_is_never_idle_timed_out(
     store: EventStore,
 ) -> None:

@@ -108,6 +108,12 @@ _INHERITED: list[psycopg.Connection[TupleRow]] = []
 _BROKEN = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+#: The stores' own sessions keep sequential scans as a last resort (see
+#: ``database._configure``); a projection's queries run on the user's tables,
+#: which deserve the ordinary planner. ``LOCAL``: only for the transaction.
+_PLANNER_FOR_USERS = "SET LOCAL enable_seqscan = on"
+
+
 class _ProcessState:
     """This process's lease connections, and one idle connection kept for the next try."""
 
@@ -424,6 +430,7 @@ class PostgresSubscriptionStore(SubscriptionStore):
     def _projection(self, lease: _PostgresLease) -> Iterator[ProjectionTransaction]:
         with self._pooled() as conn:
             with conn.transaction():
+                conn.execute(_PLANNER_FOR_USERS)
                 tx = PendingPosition(conn)
                 yield tx
                 sets, params = [], []
@@ -436,8 +443,19 @@ class PostgresSubscriptionStore(SubscriptionStore):
                 self._fence(conn, lease, ", ".join(sets) or "position = position", tuple(params))
 
     def projection_reader(self) -> AbstractContextManager[PooledConnection]:
-        """A pooled autocommit connection to the store's database (``%s`` placeholders)."""
-        return self._pooled()
+        """A pooled connection to the store's database (``%s`` placeholders), in a transaction.
+
+        The block reads one consistent state of the projections' tables; the
+        transaction ends (committed) with the block.
+        """
+        return self._reading()
+
+    @contextmanager
+    def _reading(self) -> Iterator[PooledConnection]:
+        with self._pooled() as conn:
+            with conn.transaction():
+                conn.execute(_PLANNER_FOR_USERS)
+                yield conn
 
     @contextmanager
     def _pooled(self) -> Iterator[PooledConnection]:
