@@ -30,6 +30,7 @@ from .errors import (
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
+from .loading import Loaded
 from .models import Model, subscribe
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
 
@@ -48,6 +49,7 @@ __all__ = [
     "Event",
     "ExpectedVersion",
     "InvalidEventError",
+    "Loaded",
     "Model",
     "NewEvent",
     "ObjectLockedError",

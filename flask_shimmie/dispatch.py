@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,20 @@ class Dispatcher:
     def dispatching(self) -> bool:
         """True in a thread that is applying events right now (inside a handler)."""
         return bool(getattr(self._local, "active", False))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the dispatch lock: no event is applied to the receivers meanwhile.
+
+        For reading a model consistently from a request thread. In a handler,
+        whose thread holds the lock already, it holds nothing more. Keep it
+        short: deliveries (and the writes that wait for them) wait meanwhile.
+        """
+        if self.dispatching:
+            yield
+            return
+        with self._lock:
+            yield
 
     def writing(self) -> AbstractContextManager[None]:
         """Mark a write of this process in flight until it has offered its events."""

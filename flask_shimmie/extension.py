@@ -12,14 +12,22 @@ from typing import Any, TypeVar, overload
 
 from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
+from werkzeug.exceptions import NotFound
 from werkzeug.local import LocalProxy
 
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
 from .dispatch import Receiver
-from .errors import PiiNotConfiguredError, StoreUnavailableError, StreamNotFoundError, register_error_handlers
-from .events import Event, Expected, NewEvent
+from .errors import (
+    PiiNotConfiguredError,
+    StoreUnavailableError,
+    StreamNotFoundError,
+    StreamVersionError,
+    register_error_handlers,
+)
+from .events import ANY, Event, Expected, NewEvent
 from .follower import Follower
+from .loading import Loaded, load_entry
 from .models import Model
 from .recording import (
     check_expected,
@@ -35,12 +43,16 @@ from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
 from .state import AppState, model_receivers
 from .storage.interface import AppendBatch, PendingEvent
+from .storage.planner import check_versions
 
 M = TypeVar("M", bound=Model)
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The event recorded on a stream when its PII is erased.
 PII_ERASED_EVENT = "shimmie.pii_erased"
+
+#: How many times :meth:`ShimmieStack.erase_pii` erases again when a write lands meanwhile.
+ERASE_ATTEMPTS = 10
 
 _MISSING: Any = object()
 
@@ -192,6 +204,35 @@ class ShimmieStack:
                 f"No registered model {getattr(model_cls, '__qualname__', model_cls)!r}; "
                 "call stack.register_model() first."
             ) from None
+
+    def load(self, model_cls: type[Model], stream_id: str) -> Loaded | None:
+        """``model_cls``'s entry for ``stream_id`` with the stream version it reflects, or ``None``.
+
+        The model implements :meth:`~flask_shimmie.models.Model.load_entry`.
+        The entry is deep-copied while no event is being applied, so
+        ``.value`` is consistent and private; ``.record(...)`` records
+        against ``.version``, and raises
+        :class:`~flask_shimmie.errors.StreamVersionError` (409) when another
+        write landed since. Decide on ``.value``, record with ``.record``,
+        answer from the event it returns::
+
+            loaded = stack.load_or_404(SongList, song_id)
+            event = loaded.record("SONG_DELETED", {})
+
+        Raises :class:`TypeError` for a model without ``load_entry``.
+        """
+        state = self._state()
+        # No check of stream_id: one no stream can have (too long, say) has no entry either.
+        return load_entry(self, state, model_cls, stream_id)
+
+    def load_or_404(
+        self, model_cls: type[Model], stream_id: str, *, description: str | None = None
+    ) -> Loaded:
+        """:meth:`load`, or abort with 404 (JSON, ``message`` = ``description``) when there is no entry."""
+        loaded = self.load(model_cls, stream_id)
+        if loaded is None:
+            raise NotFound(description or f"No {model_cls.model_name()} entry for {stream_id!r}.")
+        return loaded
 
     @overload
     def subscribe(self, event_name: str) -> Callable[[F], F]: ...
@@ -501,43 +542,66 @@ class ShimmieStack:
         state = self._state()
         return state.decode(state.event_store.read(after, limit, stream_ids=ids, event_names=names))
 
-    def erase_pii(self, stream_id: str, *, vacuum: bool = False) -> int:
-        """Erase every event's PII on ``stream_id`` for good; return how many events had some.
+    def erase_pii(self, stream_id: str, *, expected_version: Expected = ANY, vacuum: bool = False) -> int:
+        """Erase every event's PII on ``stream_id`` for good; return how many events it erased.
 
         Records a ``shimmie.pii_erased`` event ``{"erased_events": n}`` on the
-        stream; from then on its PII fields read as anonymised values. Then
-        the deleted bytes leave the database files: on SQLite nothing
-        readable is left; on PostgreSQL a plain VACUUM runs, or, with
-        ``vacuum``, a VACUUM FULL of the PII table, which guarantees the table's
-        files hold no copy but locks the table while it rewrites it (see
-        :meth:`~flask_shimmie.storage.interface.Backend.purge_residue`).
+        stream; from then on its PII fields read as anonymised values. ``n``
+        counts the events with PII recorded since the stream's previous
+        erasure (orphaned PII rows, whose event never committed, are deleted
+        but not counted). Then the deleted bytes leave the database files: on
+        SQLite nothing readable is left; on PostgreSQL a plain VACUUM runs,
+        or, with ``vacuum``, a VACUUM FULL of the PII table, which guarantees
+        the table's files hold no copy but locks the table while it rewrites
+        it (see :meth:`~flask_shimmie.storage.interface.Backend.purge_residue`).
+
+        With ``expected_version``, nothing is erased unless the stream is at
+        that version: :class:`StreamVersionError` (409) otherwise. The
+        ``shimmie.pii_erased`` event is recorded against the version read just
+        before erasing, so it always directly follows the events whose PII is
+        gone; when another write lands meanwhile, the erasure is done again
+        and recorded against the new version (up to :data:`ERASE_ATTEMPTS`
+        times, then :class:`StreamVersionError`).
 
         Raises :class:`StreamNotFoundError` (404) for a stream without events,
         and records nothing then. Raises :class:`StoreUnavailableError` when
-        the clean-up could not complete; the PII is erased and the event
-        recorded all the same, and erasing again retries the clean-up.
+        the clean-up of the files could not complete; the PII is erased and the
+        event recorded all the same, and erasing again retries the clean-up.
         """
         state = self._state()
         check_name(stream_id, "stream_id")
+        expected = check_expected(stream_id, expected_version)
         if state.pii_store is None:
             raise PiiNotConfiguredError("SHIMMIE_PII_STORE is False: there is no PII to erase.")
-        events = state.event_store.read(0, stream_ids=[stream_id])
-        if not events:
-            raise StreamNotFoundError(stream_id, "erase")
-        # Count the events whose PII is still there: an orphaned row (its
-        # event never committed) is deleted too, but is no erased event.
-        with_pii = [e.event_id for e in events if e.pii_fields]
-        count = len(state.pii_store.get_json(with_pii)) if with_pii else 0
-        state.pii_store.erase_stream(stream_id)
-        state.event_store.delete_snapshots()  # they may hold the erased values
-        # The stream exists: its id is accepted even if it predates check_stream_id,
-        # since erasure must stay possible for every stream.
-        pending = state.preparer.prepare_fields(
-            stream_id, PII_ERASED_EVENT, {"erased_events": count}, None, None, None, existing_stream=True
-        )
-        self._record_prepared(state, (pending,), {})
-        if pii_erased.receivers:
-            pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
+        conflict: StreamVersionError | None = None
+        for attempt in range(ERASE_ATTEMPTS):
+            events = state.event_store.read(0, stream_ids=[stream_id])
+            if not events:
+                raise StreamNotFoundError(stream_id, "erase")
+            version = events[-1].stream_version
+            if attempt == 0:
+                refused = check_versions({stream_id: expected}, {stream_id: version})
+                if refused:
+                    raise StreamVersionError(refused)
+            count = _events_with_pii_since_last_erasure(events)
+            state.pii_store.erase_stream(stream_id)
+            state.event_store.delete_snapshots()  # they may hold the erased values
+            # The stream exists: its id is accepted even if it predates check_stream_id,
+            # since erasure must stay possible for every stream.
+            pending = state.preparer.prepare_fields(
+                stream_id, PII_ERASED_EVENT, {"erased_events": count}, None, None, None, existing_stream=True
+            )
+            try:
+                self._record_prepared(state, (pending,), {stream_id: version})
+            except StreamVersionError as error:
+                conflict = error
+                continue
+            if pii_erased.receivers:
+                pii_erased.send(state.app, stream_id=stream_id, erased_events=count)
+            break
+        else:
+            assert conflict is not None
+            raise conflict
         # Last, as it is the part that can wait on other connections: the
         # erasure above stands whether or not the files could be cleaned.
         try:
@@ -595,6 +659,21 @@ def _by_name(pairs: list[tuple[str, Receiver]]) -> dict[str, tuple[Receiver, ...
     for event_name, receiver in pairs:
         table[event_name] = table.get(event_name, ()) + (receiver,)
     return table
+
+
+def _events_with_pii_since_last_erasure(events: list[Event]) -> int:
+    """How many of a stream's ``events`` carry PII recorded after its last ``shimmie.pii_erased``.
+
+    Every erasure is recorded right after the events it erased (see
+    :meth:`ShimmieStack.erase_pii`), so these are the ones the next erases.
+    """
+    count = 0
+    for event in events:
+        if event.event_name == PII_ERASED_EVENT:
+            count = 0
+        elif event.pii_fields:
+            count += 1
+    return count
 
 
 def _current_stack() -> ShimmieStack:

@@ -42,7 +42,9 @@ class Model:
 
     A model may also implement :meth:`snapshot` and :meth:`restore`; then the
     stack stores its state every ``SHIMMIE_SNAPSHOT_EVERY`` events, and a
-    restart replays only the events after the last snapshot.
+    restart replays only the events after the last snapshot. A model that
+    implements :meth:`load_entry` can be used with ``stack.load()`` and
+    ``stack.load_or_404()``, which record against the version an entry shows.
     """
 
     #: Bump it when :meth:`snapshot`'s shape or the model's logic changes:
@@ -56,6 +58,25 @@ class Model:
     def restore(self, state: Any) -> None:
         """Set the model's state from what :meth:`snapshot` returned."""
         raise NotImplementedError
+
+    def load_entry(self, stream_id: str) -> tuple[Any, int] | None:
+        """Return ``(entry, version)`` for ``stream_id``, or ``None`` when the model has no entry.
+
+        Override to use ``stack.load()``. ``version`` is the ``stream_version``
+        of the last event of the stream that the entry reflects: keep
+        ``event.stream_version`` in the entry from every handler that changes
+        it. The stack calls this while no event is being applied and copies the
+        entry, so return the live object; it is never called during delivery
+        or replay, which therefore cost nothing more. A version that lags the
+        stream (a handler that did not keep it) is safe but makes every record
+        against the entry conflict (409); one ahead of it would be a bug.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def supports_loading(cls) -> bool:
+        """True if the class implements :meth:`load_entry`."""
+        return cls.load_entry is not Model.load_entry
 
     @classmethod
     def supports_snapshots(cls) -> bool:
