@@ -1,4 +1,12 @@
-"""Song Command: the writes. Each song is a stream of its own."""
+"""Song Command: the writes. Each song is a stream of its own.
+
+Every write that depends on the song (rename, delete, erase the submitter)
+loads it with ``stack.load_or_404``, decides on that copy, and records
+against the version the copy reflects: a write that landed meanwhile makes
+it answer 409 instead of acting on what it no longer sees. Answers come from
+the recorded event, never from a later read of the model, which a write
+committed just after could already have changed.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,10 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, request, url_for
 
-from flask_shimmie import NO_STREAM, STREAM_EXISTS, authorize
+from flask_shimmie import NO_STREAM, StreamVersionError, authorize
 
 from .auth import is_editor
-from .model import SongList
+from .model import SongList, renamed
 from .schemas import RenameRequest
 from .stack import stack
 
@@ -21,11 +29,8 @@ def _meta() -> dict[str, Any]:
     return {"user_agent": request.user_agent.string}
 
 
-def _song_or_404(song_id: str) -> dict[str, Any]:
-    song = stack.model(SongList).get(song_id)
-    if song is None:
-        abort(404, f"No song {song_id}.")
-    return song
+def _no_song(song_id: str) -> str:
+    return f"No song {song_id}."
 
 
 @song_command.post("")
@@ -44,27 +49,50 @@ def create_song() -> Response:
 @authorize(is_editor)
 @stack.arguments(RenameRequest)
 def rename_song(rename: dict[str, Any], song_id: str) -> dict[str, Any]:
-    """Record ``SONG_RENAMED`` if the song is still at ``version``; 409 when stale."""
-    _song_or_404(song_id)
-    stack.record_event(
-        song_id, "SONG_RENAMED", {"title": rename["title"]}, expected_version=rename["version"], meta=_meta()
-    )
-    return _song_or_404(song_id)
+    """Record ``SONG_RENAMED`` if the song is still at ``version``; 409 when stale.
+
+    Answers the song as the rename left it: the loaded copy with the
+    recorded event applied.
+    """
+    loaded = stack.load_or_404(SongList, song_id, description=_no_song(song_id))
+    if rename["version"] != loaded.version:
+        raise StreamVersionError(
+            [{"stream_id": song_id, "expected": rename["version"], "actual": loaded.version}]
+        )
+    event = loaded.record("SONG_RENAMED", {"title": rename["title"]}, meta=_meta())
+    return renamed(loaded.value, event)
 
 
 @song_command.delete("/<song_id>")
 @authorize(is_editor)
 def delete_song(song_id: str) -> tuple[str, int]:
-    """Record ``SONG_DELETED``; 404 for an unknown song."""
-    _song_or_404(song_id)
-    stack.record_event(song_id, "SONG_DELETED", {}, expected_version=STREAM_EXISTS, meta=_meta())
+    """Record ``SONG_DELETED``, then erase the submitter's personal data; 404 for an unknown song.
+
+    The erasure comes after the delete is stored (a delete refused with 409
+    erases nothing), so nothing personal outlives the song. It needs no
+    check: a deleted song changes no more. Should it fail, the song is
+    deleted all the same, the DELETE answers the error, and
+    ``DELETE /<id>/submitter`` finishes the erasure.
+    """
+    loaded = stack.load_or_404(SongList, song_id, description=_no_song(song_id))
+    loaded.record("SONG_DELETED", {}, meta=_meta())
+    stack.erase_pii(song_id)
     return "", 204
 
 
 @song_command.delete("/<song_id>/submitter")
 @authorize(is_editor)
 def erase_submitter(song_id: str) -> dict[str, Any]:
-    """Erase the personal data of the song's submitter for good (GDPR)."""
-    _song_or_404(song_id)
-    erased = stack.erase_pii(song_id)
-    return {"erased_events": erased}
+    """Erase the personal data of the song's submitter for good (GDPR).
+
+    For a live song, only if it is still at the version loaded (409
+    otherwise). A deleted song can change no more, so its data is erased
+    without a check (deleting erases it already; this finishes a delete whose
+    erasure failed). 404 for a song that never was.
+    """
+    loaded = stack.load(SongList, song_id)
+    if loaded is not None:
+        return {"erased_events": loaded.erase_pii()}
+    if not stack.history(song_id, event_names=["SONG_DELETED"])["history"]:
+        abort(404, _no_song(song_id))
+    return {"erased_events": stack.erase_pii(song_id)}

@@ -6,9 +6,23 @@ from typing import Any
 
 from flask_shimmie import PII_ERASED_EVENT, Event, Model, subscribe
 
+#: What an erased submitter reads as (the anonymised values of both PII fields).
+ERASED_SUBMITTER = {"name": "", "email": ""}
+
+
+def renamed(song: dict[str, Any], event: Event) -> dict[str, Any]:
+    """``song`` as the ``SONG_RENAMED`` ``event`` leaves it (changed in place, and returned)."""
+    song["title"] = event.data["title"]
+    song["version"] = event.stream_version
+    return song
+
 
 class SongList(Model):
-    """Songs by id; each entry is what ``GET /v1/songs/<id>`` answers."""
+    """Songs by id; each entry is what ``GET /v1/songs/<id>`` answers.
+
+    Every handler keeps the song's ``version`` (the stream version it
+    reflects), which :meth:`load_entry` hands to ``stack.load()``.
+    """
 
     def __init__(self) -> None:
         self.songs: dict[str, dict[str, Any]] = {}
@@ -30,8 +44,7 @@ class SongList(Model):
     def renamed(self, event: Event) -> None:
         song = self.songs.get(event.stream_id)
         if song is not None:
-            song["title"] = event.data["title"]
-            song["version"] = event.stream_version
+            renamed(song, event)
 
     @subscribe("SONG_DELETED")
     def deleted(self, event: Event) -> None:
@@ -43,7 +56,8 @@ class SongList(Model):
         if song is not None:
             song["version"] = event.stream_version
             if "submitted_by" in song:
-                song["submitted_by"] = {"name": "", "email": ""}
+                # A new dict rather than a change in place: readers may be copying the old one.
+                song["submitted_by"] = dict(ERASED_SUBMITTER)
 
     def all(self) -> list[dict[str, Any]]:
         """Every song, in the order posted."""
@@ -52,3 +66,8 @@ class SongList(Model):
     def get(self, song_id: str) -> dict[str, Any] | None:
         """One song, or ``None``."""
         return self.songs.get(song_id)
+
+    def load_entry(self, stream_id: str) -> tuple[dict[str, Any], int] | None:
+        """The song and the version it reflects, for ``stack.load()``."""
+        song = self.songs.get(stream_id)
+        return None if song is None else (song, song["version"])

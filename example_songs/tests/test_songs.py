@@ -38,3 +38,13 @@ def test_the_model_alone() -> None:
         [NewEvent("s1", "SONG_CREATED", HOUND_DOG), NewEvent("s1", "SONG_DELETED", {})],
     )
     assert model.all() == []
+
+
+def test_deleting_a_song_forgets_its_submitter(shimmie: ShimmieTester) -> None:
+    submitter = {"name": "Ann", "email": "ann@example.com"}
+    shimmie.given("song-1", "SONG_CREATED", {**HOUND_DOG, "submitted_by": submitter})
+    shimmie.delete("/v1/songs/song-1", expect=204)
+    assert [e.event_name for e in shimmie.recorded()] == ["SONG_DELETED", "shimmie.pii_erased"]
+    with shimmie.app.app_context():
+        (created, *_) = shimmie.stack.history("song-1")["history"]
+    assert created.pii_erased and created.data["submitted_by"] == {"name": "", "email": ""}
