@@ -617,21 +617,74 @@ def stored_events(store_url: str) -> list[Any]:
         store.close()
 
 
-def replayed_songs(store_url: str) -> list[dict[str, Any]]:
-    """``GET /v1/songs`` of a fresh ``create_app`` on ``store_url``, after its startup replay."""
+#: The largest page ``GET /v1/songs?limit=`` gives.
+SONGS_PAGE_LIMIT = 1000
+
+
+def next_page(link: str | None) -> str | None:
+    """The target of a ``Link`` header's ``rel="next"``, or None."""
+    for part in (link or "").split(","):
+        target, _, params = part.strip().partition(";")
+        if target.startswith("<") and target.endswith(">") and 'rel="next"' in params:
+            return target[1:-1]
+    return None
+
+
+def replayed_pages(store_url: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``GET /v1/songs`` of a fresh ``create_app`` on ``store_url``, after its startup replay, page by
+    page (the largest pages, following ``Link: rel="next"``): ``(path, songs)`` for each."""
     from example_songs import stack
 
     app = authenticated_songs_app({"SHIMMIE_EVENT_STORE": store_url, "TESTING": True})
+    pages: list[tuple[str, list[dict[str, Any]]]] = []
     try:
         with app.app_context():
             stack.startup()
-        response = app.test_client().get("/v1/songs")
-        if response.status_code != 200:
-            raise AssertionError(f"a fresh app answered {response.status_code}: {response.get_data(True)}")
-        songs: list[dict[str, Any]] = response.get_json()
-        return songs
+        client = app.test_client()
+        path: str | None = f"/v1/songs?limit={SONGS_PAGE_LIMIT}"
+        while path is not None:
+            response = client.get(path)
+            if response.status_code != 200:
+                raise AssertionError(
+                    f"a fresh app answered {response.status_code} to {path}: {response.get_data(True)}"
+                )
+            pages.append((path, response.get_json()))
+            path = next_page(response.headers.get("Link"))
+        return pages
     finally:
         stack.shutdown(app)
+
+
+def replayed_songs(store_url: str) -> list[dict[str, Any]]:
+    """Every song of :func:`replayed_pages`, in the order posted."""
+    return [song for _, page in replayed_pages(store_url) for song in page]
+
+
+def every_worker_lists(
+    base_url: str,
+    pages: list[tuple[str, list[dict[str, Any]]]],
+    *,
+    workers: set[int],
+    seq_min: int,
+    each: int = 2,
+    where: str = "",
+) -> list[Reply]:
+    """GET every page of ``pages`` (from :func:`replayed_pages`) with ``X-Seq-Num-Min: seq_min`` until
+    every worker answered it ``each`` times; fail unless each answer is 200 with that page's songs
+    (compared on :data:`SONG_FIELDS`). Returns every reply."""
+    replies: list[Reply] = []
+    for path, songs in pages:
+        answers = spread(base_url, path, workers=workers, seq_min=seq_min, each=each)
+        answered = {reply.served_by for reply in answers}
+        if answered != workers:
+            raise AssertionError(f"{path} was answered by workers {answered}, not all of {workers} {where}")
+        for reply in answers:
+            if reply.status != 200:
+                raise AssertionError(reply.describe())
+            if project(reply.json()) != project(songs):
+                raise AssertionError(f"worker {reply.served_by} differs from a replay on {path} {where}")
+        replies.extend(answers)
+    return replies
 
 
 def raw_pii_rows(store_url: str) -> tuple[dict[str, str | None], set[str]]:

@@ -48,3 +48,14 @@ def test_deleting_a_song_forgets_its_submitter(shimmie: ShimmieTester) -> None:
     with shimmie.app.app_context():
         (created, *_) = shimmie.stack.history("song-1")["history"]
     assert created.pii_erased and created.data["submitted_by"] == {"name": "", "email": ""}
+
+
+def test_listing_songs_page_by_page(shimmie: ShimmieTester) -> None:
+    _, second, third = (shimmie.given(f"song-{n}", "SONG_CREATED", HOUND_DOG) for n in range(3))
+    page = shimmie.get("/v1/songs?limit=2")
+    assert [song["id"] for song in page.get_json()] == ["song-0", "song-1"]
+    # The cursor is the position of the page's last SONG_CREATED.
+    assert page.headers["Link"] == f'</v1/songs?after={second.sequence_num}&limit=2>; rel="next"'
+    last = shimmie.get(f"/v1/songs?after={second.sequence_num}&limit=2")
+    assert [song["id"] for song in last.get_json()] == [third.stream_id]
+    assert "Link" not in last.headers
