@@ -7,7 +7,9 @@ events. Recorded against the version read, the erasure is done again when the st
 each event is counted by exactly one erasure.
 
 The interleavings are made exact by wrapping the PII store's ``erase_stream``: the other write
-runs right after the rows were deleted, the widest window there is.
+runs right after the rows were deleted, the widest window there is. Likewise for model snapshots:
+one taken at a checkpoint between the deletion of the snapshots and the erasure event still held
+the erased values, so the snapshots are deleted again once the erasure is applied.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any
 
 import pytest
 
-from flask_shimmie import NO_STREAM, PII_ERASED_EVENT, ShimmieStack, StreamNotFoundError, StreamVersionError
+from flask_shimmie import (
+    NO_STREAM,
+    PII_ERASED_EVENT,
+    Event,
+    Model,
+    NewEvent,
+    ShimmieStack,
+    StreamNotFoundError,
+    StreamVersionError,
+    subscribe,
+)
 from flask_shimmie.extension import ERASE_ATTEMPTS
 from flask_shimmie.state import AppState
 from tests.pii_backends import PLACEMENTS, AppFactory, Backend, assert_absent
@@ -142,3 +154,59 @@ def test_erasure_gives_up_with_a_conflict_when_the_stream_never_holds_still(
         assert erasures(stack, "p1") == []
         # The PII is gone all the same: every attempt erased it.
         assert stack.history("p1")["history"][0].pii_erased
+
+
+class Names(Model):
+    """Names by stream, anonymised on erasure; snapshots enabled."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    @subscribe("PERSON_NAMED")
+    def named(self, event: Event) -> None:
+        self.names[event.stream_id] = event.data["name"]
+
+    @subscribe(PII_ERASED_EVENT)
+    def erased(self, event: Event) -> None:
+        if event.stream_id in self.names:
+            self.names[event.stream_id] = ""
+
+    @subscribe("PERSON_SEEN")
+    def seen(self, event: Event) -> None:
+        pass
+
+    def snapshot(self) -> Any:
+        return self.names
+
+    def restore(self, state: Any) -> None:
+        self.names = dict(state)
+
+
+def test_a_snapshot_taken_during_the_erasure_keeps_no_erased_value(
+    pii_backend: Backend, make_pii_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other writes reach a snapshot checkpoint after the snapshots were deleted and before the
+    erasure event is applied: that snapshot (with the name in it) must go too."""
+    stack = ShimmieStack()
+    stack.register_model(Names)
+    app = make_pii_app(stack, SHIMMIE_SNAPSHOT_EVERY=3, **pii_backend.config())
+    with app.app_context():
+        register(stack, "p1", FIRST)
+        state: AppState = app.extensions["shimmie"]
+        store = state.event_store
+        original = store.delete_snapshots
+        calls = [0]
+
+        def delete_then_others_write() -> int:
+            deleted = original()
+            calls[0] += 1
+            if calls[0] == 1:
+                stack.record_unchecked_events([NewEvent(f"o{n}", "PERSON_SEEN", {}) for n in range(2)])
+                assert [s.position for s in store.load_snapshots()] == [3]  # taken with the name in it
+            return deleted
+
+        monkeypatch.setattr(store, "delete_snapshots", delete_then_others_write)
+        assert stack.erase_pii("p1") == 1
+        kept = [s.state_json for s in store.load_snapshots()]
+        assert not any("Ada First-Secret" in text for text in kept), kept
+        assert stack.model(Names).names["p1"] == ""
