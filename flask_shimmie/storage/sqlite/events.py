@@ -81,6 +81,11 @@ class _ProcessState:
         self.guard = threading.Lock()
         self.polled_at = float("-inf")
         self.lock_file: LockFile | None = None
+        #: The last position this process's own commits reach, set just before
+        #: each COMMIT: a poll that reads a position up to it has learnt of
+        #: nothing another process wrote that this process's writers do not
+        #: apply themselves (they catch up to their own events).
+        self.local_upto = 0
 
     def lock_file_for(self, path: str) -> LockFile:
         with self.guard:
@@ -156,45 +161,68 @@ class SqliteEventStore(EventStore):
         event_ids = batch_event_ids(batches)
         self._db.require_open()
         state = self._process.get()
-        with writer_gate(state.lock_file_for(self.lock_path)), self._db.writing() as connection:
-            last, versions, any_known = self._write_state(connection, stream_ids, event_ids)
-            known = []
-            if any_known:
-                known = connection.execute(
-                    f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
-                    (json_list(event_ids),),
-                ).fetchall()
-            planner = AppendPlanner(last, versions, decode_rows(known, self.parse_time))
-            outcomes = [planner.plan(batch) for batch in batches]
-            if planner.rows:
-                connection.executemany(
-                    _INSERT,
-                    [
-                        (
-                            row.sequence_num,
-                            row.pending.stream_id,
-                            row.stream_version,
-                            row.pending.event_id,
-                            row.pending.event_name,
-                            row.pending.data_json,
-                            row.pending.meta_json,
-                            _encode_time(row.recorded_at),
-                            row.pending.schema_version,
-                            encode_pii_fields(row.pending.pii_fields),
-                        )
-                        for row in planner.rows
-                    ],
-                )
-            if write_pii:
-                pii = [
-                    PiiRecord(row.pending.event_id, row.pending.stream_id, row.pending.pii_json)
-                    for row in planner.rows
-                    if row.pending.pii_json is not None
-                ]
-                if pii:
-                    SqlitePiiStore.put_in(connection, pii)
-        state.signal.advance(planner.last_sequence_num, local=True)
+        with writer_gate(state.lock_file_for(self.lock_path)):
+            # This process's writers take turns here, so local_upto is theirs alone to move.
+            local_before = state.local_upto
+            try:
+                with self._db.writing() as connection:
+                    outcomes, last_planned = self._append_in(
+                        connection, batches, stream_ids, event_ids, write_pii
+                    )
+                    # Before the COMMIT: a poll may read the new position as soon as it is committed.
+                    state.local_upto = max(local_before, last_planned)
+            except BaseException:
+                state.local_upto = local_before
+                raise
+        state.signal.advance(last_planned, local=True)
         return outcomes
+
+    def _append_in(
+        self,
+        connection: sqlite3.Connection,
+        batches: Sequence[AppendBatch],
+        stream_ids: Collection[str],
+        event_ids: Collection[str],
+        write_pii: bool,
+    ) -> tuple[list[AppendResult | ShimmieError], int]:
+        """Plan and insert ``batches`` in the open write transaction; return outcomes, last position."""
+        last, versions, any_known = self._write_state(connection, stream_ids, event_ids)
+        known = []
+        if any_known:
+            known = connection.execute(
+                f"SELECT {_COLUMNS} FROM shimmie_events WHERE event_id {_IN_LIST}",
+                (json_list(event_ids),),
+            ).fetchall()
+        planner = AppendPlanner(last, versions, decode_rows(known, self.parse_time))
+        outcomes = [planner.plan(batch) for batch in batches]
+        if planner.rows:
+            connection.executemany(
+                _INSERT,
+                [
+                    (
+                        row.sequence_num,
+                        row.pending.stream_id,
+                        row.stream_version,
+                        row.pending.event_id,
+                        row.pending.event_name,
+                        row.pending.data_json,
+                        row.pending.meta_json,
+                        _encode_time(row.recorded_at),
+                        row.pending.schema_version,
+                        encode_pii_fields(row.pending.pii_fields),
+                    )
+                    for row in planner.rows
+                ],
+            )
+        if write_pii:
+            pii = [
+                PiiRecord(row.pending.event_id, row.pending.stream_id, row.pending.pii_json)
+                for row in planner.rows
+                if row.pending.pii_json is not None
+            ]
+            if pii:
+                SqlitePiiStore.put_in(connection, pii)
+        return outcomes, planner.last_sequence_num
 
     @staticmethod
     def _write_state(
@@ -273,7 +301,8 @@ class SqliteEventStore(EventStore):
             (last,) = connection.execute(
                 "SELECT coalesce(max(sequence_num), 0) FROM shimmie_events"
             ).fetchone()
-        self._process.get().signal.advance(last)
+        state = self._process.get()
+        state.signal.advance(last, local=last <= state.local_upto)
         return int(last)
 
     def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
