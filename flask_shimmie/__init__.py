@@ -25,10 +25,13 @@ from .errors import (
     ShimmieError,
     StoreUnavailableError,
     StreamVersionError,
+    SubscriptionResetError,
+    UnknownSubscriptionError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
 from .models import Model, subscribe
+from .projections import Projection
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
 
 __all__ = [
@@ -50,12 +53,15 @@ __all__ = [
     "NewEvent",
     "ObjectLockedError",
     "PiiNotConfiguredError",
+    "Projection",
     "ReplayError",
     "SequenceTimeoutError",
     "ShimmieError",
     "ShimmieStack",
     "StoreUnavailableError",
     "StreamVersionError",
+    "SubscriptionResetError",
+    "UnknownSubscriptionError",
     "current_stack",
     "event_recorded",
     "pii_erased",

@@ -15,6 +15,7 @@ from werkzeug.exceptions import BadRequest, Forbidden
 from .auth import require
 from .errors import StoreUnavailableError
 from .recording import MAX_POSITION
+from .subscription_control import degraded as degraded_subscriptions
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -64,6 +65,7 @@ def create_admin_blueprint() -> Blueprint:
             "pii_store": state.pii_store.describe() if state.pii_store is not None else None,
             "last_handled": state.dispatcher.last_handled,
             "degraded_models": sorted(state.dispatcher.degraded),
+            "degraded_subscriptions": [],
         }
         try:
             state.open_stores()
@@ -71,11 +73,13 @@ def create_admin_blueprint() -> Blueprint:
             if state.pii_store is not None:
                 state.pii_store.ping()
             body["last_stored"] = state.event_store.last_sequence_num()
+            body["degraded_subscriptions"] = degraded_subscriptions(state, body["last_stored"])
         except Exception as error:  # any failure to reach a store is "unavailable"
             message = str(error) if isinstance(error, StoreUnavailableError) else type(error).__name__
             body.update(status="unavailable", last_stored=None, error=message)
             return jsonify(body), 503
-        body["status"] = "degraded" if body["degraded_models"] else "ok"
+        degraded = body["degraded_models"] or body["degraded_subscriptions"]
+        body["status"] = "degraded" if degraded else "ok"
         return jsonify(body), 200
 
     @admin.get("/events")
