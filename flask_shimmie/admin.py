@@ -1,4 +1,4 @@
-"""The admin blueprint: health, browsing events, rebuilding models, erasing PII.
+"""The admin blueprint: health, browsing events, rebuilding models, erasing PII, subscriptions.
 
 Mounted at ``SHIMMIE_ADMIN_URL`` (without the API version prefix). Every
 route but ``/health`` needs ``@stack.admin_authorizer``'s approval: without
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
+from .admin_subscriptions import add_subscription_routes
 from .auth import require
 from .errors import StoreUnavailableError
 from .recording import MAX_POSITION
@@ -113,4 +114,5 @@ def create_admin_blueprint() -> Blueprint:
         """Erase the PII of every event of the stream, for good."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
+    add_subscription_routes(admin)
     return admin
