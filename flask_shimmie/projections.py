@@ -41,7 +41,10 @@ class Projection:
     ``db`` is the store engine's own connection (``sqlite3.Connection`` for
     SQLite and ``memory://``, ``psycopg.Connection`` for PostgreSQL; SQL
     placeholders ``?`` / ``%s``), inside the transaction that also stores the
-    projection's new position. Subclasses need a constructor without arguments.
+    projection's new position. Handlers write only through ``db``: never
+    commit or roll back on it, and never record events from a handler (on
+    SQLite the transaction holds the file's write lock, so the write would
+    wait for itself). Subclasses need a constructor without arguments.
     """
 
     #: The subscription's durable name (shared namespace with reactors).

@@ -385,8 +385,14 @@ class SubscriptionRunner:
             spec.describe(),
             held.position,
         )
-        if isinstance(spec, ProjectionSpec) and not self._guard(held, lambda: self._set_up(held, info)):
-            return None
+        if isinstance(spec, ProjectionSpec):
+            try:
+                if not self._guard(held, lambda: self._set_up(held, info)):
+                    return None
+            except Exception:
+                # Whether the set-up committed is unknown: the next lease does it again.
+                self._drop(held)
+                raise
         return held
 
     def _drop(self, held: _Held) -> None:

@@ -294,6 +294,34 @@ def test_a_projection_stops_at_a_poison_event_and_resumes_after_a_fix(
     assert app.test_client().get("/admin/health").get_json()["status"] == "ok"
 
 
+def test_a_projection_whose_setup_fails_stops_until_retried(subs: SubsHarness) -> None:
+    stack = ShimmieStack()
+    state = {"broken": True}
+
+    class Fussy(Tally):
+        name = "fussy"
+
+        def setup(self, db: Any) -> None:
+            if state["broken"]:
+                raise RuntimeError("no such tablespace")
+            super().setup(db)
+
+    stack.register_projection(Fussy)
+    app = subs.app(stack, SHIMMIE_ADMIN_URL="/admin")
+    _record(stack, app, "A")
+    assert _run(stack, app) == {"fussy": 0}
+    row = _row(app, "fussy")
+    assert row.state == "failed" and row.error.startswith("setup(db): Traceback")
+    assert "RuntimeError: no such tablespace" in row.error
+    assert app.test_client().get("/admin/health").get_json()["degraded_subscriptions"] == ["fussy"]
+    state["broken"] = False
+    with app.app_context():
+        _state(app).runner.store.set_state("fussy", "active")
+    assert _run(stack, app) == {"fussy": 1}
+    with projection_db(stack, app) as db:
+        assert [r[1] for r in tally_rows(db)] == [1]
+
+
 def test_a_projection_may_park_instead_of_stopping(subs: SubsHarness) -> None:
     stack = ShimmieStack()
     parking = type("Parking", (Picky,), {"name": "parking", "on_failure": "park", "broken": True})

@@ -265,6 +265,38 @@ def test_sigterm_stops_cleanly_and_releases_the_leases(site: Site) -> None:
         assert info is not None and info.runner is None and info.position == last
 
 
+def test_a_reset_reaches_the_runner_of_another_process(site: Site) -> None:
+    """An operator resets both subscriptions from this process while a runner process holds them:
+    the reset ends its leases, it takes them again and goes on from the new positions (the
+    projection rebuilt from the first event, its old rows emptied in the same transaction)."""
+    from flask import Flask
+
+    from tests import subscription_app
+
+    runner = site.runner()
+    site.wait_held({runner.pid}, START_TIMEOUT)
+    site.append(30)
+    last = site.wait_caught_up()
+    app = Flask("operator")
+    app.config.update(TESTING=True, SHIMMIE_EVENT_STORE=site.url)
+    subscription_app.stack.init_app(app)
+    try:
+        cli = app.test_cli_runner()
+        for args in (["tally"], ["journal", "--to", "25"]):
+            result = cli.invoke(args=["shimmie", "subscriptions", "reset", *args])
+            assert result.exit_code == 0, result.output
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while time.monotonic() < deadline and len(site.journal_lines()) < last + 5:
+            time.sleep(0.05)
+        site.wait_caught_up()
+        site.check_exactly_once(last)
+        positions = [position for _, position, _ in site.journal_lines()]
+        assert positions == [*range(1, last + 1), *range(26, last + 1)]
+        assert site.holder_pid("tally") == runner.pid
+    finally:
+        subscription_app.stack.shutdown(app)
+
+
 def _kills(pytestconfig: pytest.Config) -> int:
     return 12 if slow_runs_enabled(pytestconfig) else 3
 
