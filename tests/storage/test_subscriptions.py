@@ -784,7 +784,7 @@ def test_a_lease_session_notices_a_dead_peer_within_seconds_and_is_never_idle_ti
     subs = store.subscription_store()
     subs.register("mailer", "reactor", start_position=0)
     lease = lease_of(subs, "mailer")
-    session: Any = lease.connection  # type: ignore[attr-defined]
+    session: Any = lease.connection  # the session that holds the lock (PostgreSQL leases keep it)
 
     settings = {
         name: session.execute(f"SHOW {name}").fetchone()[0]
