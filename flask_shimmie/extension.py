@@ -237,7 +237,7 @@ class ShimmieStack:
         """Register the decorated ``fn(event)`` as a durable reactor called ``name``.
 
         Across every process on the store, one runs it (the lease holder),
-        with the events named in ``events`` (``None``: every event) in order,
+        with the events named in ``events`` (``None`` or ``["*"]``: every event) in order,
         at least once each: its position is saved after it returns, so use
         ``event.event_id`` as the idempotency key of its side effect.
         ``start="now"`` begins after the last event stored when the reactor

@@ -591,7 +591,7 @@ class SubscriptionRunner:
                     attempt,
                     spec.max_attempts,
                     delay,
-                    _last_line(error),
+                    last_line(error),
                 )
                 if self._stop.wait(delay):
                     raise _Interrupted()
@@ -734,7 +734,7 @@ def _user_call(method: Callable[[Any], Any], db: Any) -> None:
         raise _HandlerFailed(0, traceback.format_exc()) from None
 
 
-def _last_line(error: str) -> str:
-    """The exception line of a formatted traceback."""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else error
+def last_line(error: str | None) -> str:
+    """The exception line of a formatted traceback (what a one-line report shows)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -13,6 +13,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from . import subscription_control as control
 from .errors import ShimmieError
+from .runner import last_line
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -33,11 +34,6 @@ def _operator_errors() -> Iterator[None]:
         yield
     except ShimmieError as error:
         raise click.ClickException(str(error)) from error
-
-
-def _last_line(text: str | None) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 @click.group("subscriptions", cls=AppGroup, invoke_without_command=True)
@@ -61,7 +57,7 @@ def subscriptions_cli(context: click.Context) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for status in found:
         if status.error:
-            click.echo(f"{status.name} failed: {_last_line(status.error)}")
+            click.echo(f"{status.name} failed: {last_line(status.error)}")
 
 
 @subscriptions_cli.command("run")
@@ -153,7 +149,7 @@ def parked(name: str) -> None:
             f"{item.sequence_num:>8}  {item.event_id}  {item.attempts} tries  "
             f"{item.parked_at.isoformat(timespec='seconds')}{mark}"
         )
-        click.echo(f"          {_last_line(item.error)}")
+        click.echo(f"          {last_line(item.error)}")
 
 
 @subscriptions_cli.command("retry")
