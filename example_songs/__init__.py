@@ -11,9 +11,11 @@ from typing import Any
 
 from flask import Flask
 
+from .artists import SongsByArtist, artist_query
 from .auth import DEMO_TOKENS, authenticate, is_admin
 from .commands import song_command
 from .model import SongList
+from .notifications import REACTOR_NAME, notify_new_song
 from .queries import song_query
 from .schemas import SongCreated, SongRenamed
 from .stack import stack
@@ -33,6 +35,9 @@ stack.event_schema("SONG_RENAMED", SongRenamed)
 stack.set_api_version("/v1")
 stack.mount_processor("Song Command", "/songs", song_command)
 stack.mount_processor("Song Query", "/songs", song_query)
+stack.reactor(REACTOR_NAME, events=["SONG_CREATED"])(notify_new_song)
+stack.register_projection(SongsByArtist)
+stack.mount_processor("Artist Query", "/artists", artist_query)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -46,4 +51,4 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-__all__ = ["create_app", "stack", "SongList"]
+__all__ = ["create_app", "stack", "SongList", "SongsByArtist"]

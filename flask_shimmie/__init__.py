@@ -26,12 +26,15 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
     StreamVersionError,
+    SubscriptionResetError,
     TooManyWaitersError,
+    UnknownSubscriptionError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
 from .extension import PII_ERASED_EVENT, ShimmieStack, current_stack
 from .loading import Loaded
 from .models import Model, subscribe
+from .projections import Projection
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "NewEvent",
     "ObjectLockedError",
     "PiiNotConfiguredError",
+    "Projection",
     "ReplayError",
     "SequenceTimeoutError",
     "ShimmieError",
@@ -62,6 +66,8 @@ __all__ = [
     "StreamNotFoundError",
     "StreamVersionError",
     "TooManyWaitersError",
+    "SubscriptionResetError",
+    "UnknownSubscriptionError",
     "current_stack",
     "event_recorded",
     "pii_erased",

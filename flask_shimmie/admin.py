@@ -1,4 +1,4 @@
-"""The admin blueprint: health, browsing events, rebuilding models, erasing PII.
+"""The admin blueprint: health, browsing events, rebuilding models, erasing PII, subscriptions.
 
 Mounted at ``SHIMMIE_ADMIN_URL`` (without the API version prefix). Every
 route but ``/health`` needs ``@stack.admin_authorizer``'s approval: without
@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
+from .admin_subscriptions import add_subscription_routes
 from .auth import get_identity, guarded_by, require
 from .errors import StoreUnavailableError
 from .recording import parse_position
+from .subscription_control import degraded as degraded_subscriptions
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -97,6 +99,7 @@ def create_admin_blueprint() -> Blueprint:
             "pii_store": _store(state.pii_store, full),
             "last_handled": state.dispatcher.last_handled,
             "degraded_models": sorted(state.dispatcher.degraded),
+            "degraded_subscriptions": [],
         }
         try:
             state.open_stores()
@@ -104,6 +107,7 @@ def create_admin_blueprint() -> Blueprint:
             if state.pii_store is not None:
                 state.pii_store.ping()
             body["last_stored"] = state.event_store.last_sequence_num()
+            body["degraded_subscriptions"] = degraded_subscriptions(state, body["last_stored"])
         except Exception as error:  # any failure to reach a store is "unavailable"
             if not full:
                 message = "A store cannot be reached."
@@ -113,7 +117,8 @@ def create_admin_blueprint() -> Blueprint:
                 message = type(error).__name__
             body.update(status="unavailable", last_stored=None, error=message)
             return jsonify(body), 503
-        body["status"] = "degraded" if body["degraded_models"] else "ok"
+        degraded = body["degraded_models"] or body["degraded_subscriptions"]
+        body["status"] = "degraded" if degraded else "ok"
         return jsonify(body), 200
 
     @admin.get("/events")
@@ -151,4 +156,5 @@ def create_admin_blueprint() -> Blueprint:
         """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
+    add_subscription_routes(admin, _admin_only)
     return admin

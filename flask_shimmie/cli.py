@@ -15,12 +15,14 @@ from flask.cli import AppGroup
 from .errors import ReplayError, ShimmieError
 from .events import Event
 from .recording import MAX_POSITION
+from .subscriptions_cli import subscriptions_cli
 from .transfer import ImportLineError, export_lines, import_lines
 
 if TYPE_CHECKING:
     from .state import AppState
 
 shimmie_cli = AppGroup("shimmie", help="Operate the event store and the models of this app.")
+shimmie_cli.add_command(subscriptions_cli)
 
 #: The longest number an option takes: enough for any position, with room for zeros.
 MAX_NUMBER_LENGTH = 100

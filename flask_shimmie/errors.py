@@ -150,6 +150,14 @@ class PiiNotConfiguredError(ShimmieError):
     """PII was recorded while ``SHIMMIE_PII_STORE`` is ``False``."""
 
 
+class UnknownSubscriptionError(HTTPShimmieError, NotFound):
+    """No subscription of that name is registered, or it has no such parked event."""
+
+
+class SubscriptionResetError(HTTPShimmieError, Conflict):
+    """A reset was refused: its position is past the store's end, or it would corrupt a projection."""
+
+
 def _version_name(value: Any) -> Any:
     return value.name if isinstance(value, ExpectedVersion) else value
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
+import click
 from flask import Blueprint, Flask, current_app
+from flask.cli import run_command
 from marshmallow import Schema
 from werkzeug.exceptions import NotFound
 from werkzeug.local import LocalProxy
@@ -29,6 +31,7 @@ from .events import ANY, Event, Expected, NewEvent
 from .follower import Follower
 from .loading import Loaded, load_entry
 from .models import Model
+from .projections import Projection
 from .recording import (
     check_expected,
     check_expected_versions,
@@ -44,8 +47,10 @@ from .signals import event_recorded, pii_erased, replay_finished, replay_started
 from .state import AppState, model_receivers
 from .storage.interface import AppendBatch, PendingEvent
 from .storage.planner import check_versions
+from .subscriptions import Subscription, check_policy, check_subscription_name, projection_spec, reactor_spec
 
 M = TypeVar("M", bound=Model)
+P = TypeVar("P", bound=Projection)
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The event recorded on a stream when its PII is erased.
@@ -259,6 +264,81 @@ class ShimmieStack:
 
         return register if handler is None else register(handler)
 
+    def reactor(
+        self,
+        name: str,
+        events: Sequence[str] | None = None,
+        *,
+        start: str = "now",
+        max_attempts: int = 5,
+        on_failure: str = "park",
+    ) -> Callable[[F], F]:
+        """Register the decorated ``fn(event)`` as a durable reactor called ``name``.
+
+        Across every process on the store, one runs it (the lease holder),
+        with the events named in ``events`` (``None`` or ``["*"]``: every event) in order,
+        at least once each: its position is saved after it returns, so use
+        ``event.event_id`` as the idempotency key of its side effect.
+        ``start="now"`` begins after the last event stored when the reactor
+        is first registered, ``"beginning"`` from the first event. A failing
+        call is retried with backoff up to ``max_attempts`` times; then the
+        event is parked (``on_failure="park"``) or the reactor stops
+        (``"stop"``). Never called by replays. Raises ValueError for a name
+        already taken (reactors and projections share one namespace) or a
+        choice not offered.
+        """
+        what = f"reactor {check_subscription_name(name)!r}"
+        check_policy(what, start, max_attempts, on_failure)
+
+        def register(fn: F) -> F:
+            self._add_subscription(
+                reactor_spec(
+                    name, fn, events=events, start=start, max_attempts=max_attempts, on_failure=on_failure
+                )
+            )
+            return fn
+
+        return register
+
+    def register_projection(self, projection_cls: type[P]) -> type[P]:
+        """Register a :class:`~flask_shimmie.Projection` subclass; usable as a class decorator.
+
+        One process at a time applies each event to it exactly once: its
+        handlers' writes and its position commit in one transaction. Raises
+        ValueError (TypeError for a class that is no Projection) when the
+        class has no ``name``, no handler, a bad policy, or a name already taken.
+        """
+        self._add_subscription(projection_spec(projection_cls))
+        return projection_cls
+
+    def _add_subscription(self, spec: Subscription) -> None:
+        self.registry.add_subscription(spec)
+        for app in list(self._apps):
+            state: AppState = app.extensions["shimmie"]
+            if state.started:
+                self._start_runner(app, state)
+
+    def projection_db(self) -> AbstractContextManager[Any]:
+        """A read connection to the projections' tables (the event store's database), for views.
+
+        ``with stack.projection_db() as db: db.execute(sql, params)``: the same
+        kind of connection the projections write with (``sqlite3.Connection``
+        or ``psycopg.Connection``; placeholders ``?`` / ``%s``).
+        """
+        return self._state().runner.store.projection_reader()
+
+    def run_subscriptions(self, names: str | Collection[str] | None = None) -> dict[str, int]:
+        """Run the subscriptions (or those named) in this thread up to the store's last event.
+
+        For tests and scripts: returns how many events each one's handlers
+        took. Failures follow each subscription's policy (retries, then park
+        or stop); nothing is raised for them. A subscription another process
+        runs right now is left out of the result.
+        """
+        if isinstance(names, str):
+            names = [names]
+        return self._state().runner.run_until_caught_up(names)
+
     def authenticator(self, fn: F) -> F:
         """Register ``fn() -> identity | None``, run at most once per request, when first needed.
 
@@ -322,6 +402,11 @@ class ShimmieStack:
         model error aborts startup with :class:`~flask_shimmie.errors.ReplayError`
         naming the event and the model. Idempotent. ``progress(n)`` is called
         after each page of ``n`` replayed events.
+
+        After the replay, each subscription gets its stored row and each
+        projection whose lease is free its tables (``setup``); at the very
+        end, after the post-init functions, the subscription thread starts
+        (see ``SHIMMIE_RUN_SUBSCRIPTIONS``).
         """
         app = self._app(app)
         state = self._state_of(app)
@@ -350,18 +435,40 @@ class ShimmieStack:
         self.logger.info("Replayed %s events into %s models", count, len(state.models))
         if replay_finished.receivers:
             replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)
+        state.runner.prepare()
         state.started = True
         for fn in self._post_init:
             fn()
         if state.event_store.needs_follower:
             state.follower = Follower(app, state.dispatcher, self.logger)
             state.follower.start()
+        self._start_runner(app, state)
+
+    def _start_runner(self, app: Flask, state: AppState) -> None:
+        """Start the app's subscription thread, unless this process should not run one.
+
+        Not when ``SHIMMIE_RUN_SUBSCRIPTIONS`` is False, nor for a testing app
+        (tests call :meth:`run_subscriptions`), nor inside a ``flask``
+        command other than ``flask run`` (``flask shimmie subscriptions run``
+        runs them in the foreground).
+        """
+        if not (state.settings.run_subscriptions and self.registry.subscriptions) or app.testing:
+            return
+        command = click.get_current_context(silent=True)
+        if command is not None and command.command is not run_command:
+            return
+        state.runner.start()
 
     def shutdown(self, app: Flask | None = None) -> None:
-        """Stop following the store and close its connections. ``startup()`` reopens."""
+        """Stop the subscriptions and the follower, close the store's connections. ``startup()`` reopens.
+
+        The subscription thread finishes the handler in flight, saves its
+        position and releases its leases first.
+        """
         app = self._app(app)
         state = self._state_of(app)
         with state.start_lock:
+            state.runner.stop()
             if state.follower is not None:
                 state.follower.stop()
                 state.follower = None

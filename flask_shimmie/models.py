@@ -26,7 +26,11 @@ _MARK = "__shimmie_subscriptions__"
 
 
 def subscribe(*event_names: str) -> Callable[[F], F]:
-    """Mark a :class:`Model` method as the handler of ``event_names`` (``"*"`` = every event)."""
+    """Mark a method as the handler of ``event_names`` (``"*"`` = every event).
+
+    Used on :class:`Model` methods (``fn(self, event)``) and on
+    :class:`~flask_shimmie.Projection` methods (``fn(self, event, db)``).
+    """
     if not event_names or not all(isinstance(name, str) and name for name in event_names):
         raise TypeError("subscribe() takes one or more event names, e.g. @subscribe('SONG_CREATED').")
 
@@ -35,6 +39,23 @@ def subscribe(*event_names: str) -> Callable[[F], F]:
         return method
 
     return mark
+
+
+def marked_handlers(cls: type) -> list[tuple[str, str]]:
+    """The ``(event_name, method_name)`` pairs ``@subscribe`` marked on ``cls``.
+
+    In definition order, base classes first; a method overridden without
+    ``@subscribe`` is no longer a handler.
+    """
+    found: dict[str, tuple[str, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, member in vars(klass).items():
+            names = getattr(member, _MARK, None)
+            if names is not None:
+                found[name] = names
+            elif name in found:
+                del found[name]
+    return [(event_name, method) for method, names in found.items() for event_name in names]
 
 
 class Model:
@@ -86,15 +107,7 @@ class Model:
     @classmethod
     def subscriptions(cls) -> list[tuple[str, str]]:
         """``(event_name, method_name)`` pairs, in definition order, base classes first."""
-        found: dict[str, tuple[str, ...]] = {}
-        for klass in reversed(cls.__mro__):
-            for name, member in vars(klass).items():
-                names = getattr(member, _MARK, None)
-                if names is not None:
-                    found[name] = names
-                elif name in found:
-                    del found[name]  # overridden without @subscribe: no longer a handler
-        return [(event_name, method) for method, names in found.items() for event_name in names]
+        return marked_handlers(cls)
 
     @classmethod
     def model_name(cls) -> str:

@@ -1,4 +1,4 @@
-"""What a stack has been given to run: models, subscribers, payload types, auth hooks.
+"""What a stack has been given to run: models, subscribers, subscriptions, payload types, auth hooks.
 
 The stack owns one :class:`Registry` and hands it to each app's state, so the
 modules that need these registrations read them here rather than from the
@@ -14,6 +14,7 @@ from typing import Any
 from .events import Event
 from .models import Model
 from .schemas import PayloadTypes
+from .subscriptions import Subscription
 
 
 @dataclass
@@ -24,9 +25,28 @@ class Registry:
     models: list[type[Model]] = field(default_factory=list)
     #: ``(event_name, handler)`` of the plain function subscribers.
     functions: list[tuple[str, Callable[[Event], Any]]] = field(default_factory=list)
+    #: Durable subscriptions (reactors and projections), in registration order.
+    subscriptions: list[Subscription] = field(default_factory=list)
     #: Event schemas and upcasters.
     types: PayloadTypes = field(default_factory=PayloadTypes)
     #: ``fn() -> identity | None`` (``@stack.authenticator``).
     authenticator: Callable[[], Any] | None = None
     #: ``check(identity) -> bool`` guarding the admin API (``@stack.admin_authorizer``).
     admin_authorizer: Callable[[Any], bool] | None = None
+
+    def add_subscription(self, subscription: Subscription) -> None:
+        """Register ``subscription``; ValueError when its name is taken.
+
+        Reactors and projections share one namespace.
+        """
+        for known in self.subscriptions:
+            if known.name == subscription.name:
+                raise ValueError(
+                    f"A subscription named {subscription.name!r} is already registered "
+                    f"({known.kind} {known.describe()}); reactors and projections share one namespace."
+                )
+        self.subscriptions.append(subscription)
+
+    def subscription(self, name: str) -> Subscription | None:
+        """The registered subscription called ``name``, or ``None``."""
+        return next((known for known in self.subscriptions if known.name == name), None)

@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
     "SHIMMIE_MAX_SEQ_WAITERS": 16,
     "SHIMMIE_SNAPSHOT_EVERY": 10_000,
+    "SHIMMIE_RUN_SUBSCRIPTIONS": True,
+    "SHIMMIE_SUBSCRIPTION_TAKEOVER": 5.0,
+    "SHIMMIE_SUBSCRIPTION_MAX_LAG": 1000,
 }
 
 
@@ -49,6 +52,12 @@ class Settings:
     seq_wait_timeout: float
     max_seq_waiters: int
     snapshot_every: int
+    #: Whether each web process runs the subscriptions in a background thread.
+    run_subscriptions: bool = True
+    #: Seconds within which another process takes over a subscription whose runner died.
+    subscription_takeover: float = 5.0
+    #: Events a subscription may lag behind the store before health is degraded (None: no limit).
+    subscription_max_lag: int | None = 1000
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -90,6 +99,23 @@ class Settings:
             raise ConfigurationError(
                 f"SHIMMIE_SNAPSHOT_EVERY = {every!r} must be a number of events (0 or None: no snapshots)."
             )
+        run = config["SHIMMIE_RUN_SUBSCRIPTIONS"]
+        if not isinstance(run, bool):
+            raise ConfigurationError(
+                f"SHIMMIE_RUN_SUBSCRIPTIONS = {run!r} must be True (web processes run them) or False "
+                "(run `flask shimmie subscriptions run` instead)."
+            )
+        takeover = config["SHIMMIE_SUBSCRIPTION_TAKEOVER"]
+        if not isinstance(takeover, (int, float)) or isinstance(takeover, bool) or not 0 < takeover < 3600:
+            raise ConfigurationError(
+                f"SHIMMIE_SUBSCRIPTION_TAKEOVER = {takeover!r} must be seconds > 0 (and under an hour)."
+            )
+        max_lag = config["SHIMMIE_SUBSCRIPTION_MAX_LAG"]
+        if max_lag is not None and (not isinstance(max_lag, int) or isinstance(max_lag, bool) or max_lag < 0):
+            raise ConfigurationError(
+                f"SHIMMIE_SUBSCRIPTION_MAX_LAG = {max_lag!r} must be a number of events >= 0, or None "
+                "(no limit)."
+            )
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -105,4 +131,7 @@ class Settings:
             seq_wait_timeout=float(timeout),
             max_seq_waiters=waiters,
             snapshot_every=every,
+            run_subscriptions=run,
+            subscription_takeover=float(takeover),
+            subscription_max_lag=max_lag,
         )

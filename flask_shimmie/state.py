@@ -20,6 +20,7 @@ from .group_commit import GroupCommitter
 from .models import Model, readable_name
 from .pii import merge_pii
 from .recording import EventPreparer
+from .runner import SubscriptionRunner
 from .settings import Settings
 from .snapshots import Snapshotter
 from .storage import open_storage
@@ -62,6 +63,8 @@ class AppState:
         self.stores_open = False
         self.start_lock = threading.RLock()
         self.follower: Follower | None = None
+        #: Runs this app's reactors and projections in this process (see :mod:`flask_shimmie.runner`).
+        self.runner = SubscriptionRunner(self)
         #: The fork generation this state was set up in (see :meth:`for_this_process`).
         self.generation = fork_generation()
 
@@ -176,6 +179,7 @@ class AppState:
         """
         self.generation = fork_generation()
         self.follower = None
+        self.runner = SubscriptionRunner(self)
         self.started = self.starting = self.stores_open = False
         self.start_lock = threading.RLock()
         self.dispatcher.after_fork()

@@ -12,7 +12,8 @@ a :class:`ShimmieTester` for the test's app::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -121,6 +122,22 @@ class ShimmieTester:
         with self.app.app_context():
             self.stack.ensure_handled()
             return self.stack.model(model_cls)
+
+    def run_subscriptions(self, names: str | Collection[str] | None = None) -> dict[str, int]:
+        """Run the reactors and projections (or those named) in this thread, up to the store's last event.
+
+        So a test can assert their effects right after; returns how many
+        events each one's handlers took. Failures follow each subscription's
+        policy (retries with backoff, then park or stop).
+        """
+        with self.app.app_context():
+            return self.stack.run_subscriptions(names)
+
+    @contextmanager
+    def projection_db(self) -> Iterator[Any]:
+        """A read connection to the projections' tables (see :meth:`ShimmieStack.projection_db`)."""
+        with self.app.app_context(), self.stack.projection_db() as db:
+            yield db
 
     @staticmethod
     def apply(model: M, events: Iterable[Event | NewEvent]) -> M:

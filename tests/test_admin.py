@@ -47,6 +47,7 @@ def test_health_is_open_and_reports(client: FlaskClient) -> None:
         "last_stored": 5,
         "last_handled": 5,
         "degraded_models": [],
+        "degraded_subscriptions": [],
     }
     # Without credentials it still answers, naming only the backends (tests/test_http_surface.py).
     anonymous = client.get("/admin/health")
