@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -31,7 +30,7 @@ from ..planner import AppendPlanner, batch_event_ids, batch_stream_ids, utc_now
 from ..process import ProcessLocal
 from ..threads import PositionSignal
 from .database import SqliteDatabase, json_list
-from .locks import LockFile, lock_files, lock_offset, writer_gate
+from .locks import HoldsLockFile, lock_offset, writer_gate
 from .pii import PII_SCHEMA, SqlitePiiStore
 from .subscriptions import SUBSCRIPTIONS_SCHEMA, SqliteSubscriptionStore
 
@@ -73,31 +72,18 @@ _INSERT = f"INSERT INTO shimmie_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,
 _IN_LIST = "IN (SELECT value FROM json_each(?))"
 
 
-class _ProcessState:
+class _ProcessState(HoldsLockFile):
     """What the store keeps per process besides connections."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.signal = PositionSignal()
-        self.guard = threading.Lock()
         self.polled_at = float("-inf")
-        self.lock_file: LockFile | None = None
         #: The last position this process's own commits reach, set just before
         #: each COMMIT: a poll that reads a position up to it has learnt of
         #: nothing another process wrote that this process's writers do not
         #: apply themselves (they catch up to their own events).
         self.local_upto = 0
-
-    def lock_file_for(self, path: str) -> LockFile:
-        with self.guard:
-            if self.lock_file is None:
-                self.lock_file = lock_files.get().acquire(path)
-            return self.lock_file
-
-    def release(self) -> None:
-        with self.guard:
-            lock_file, self.lock_file = self.lock_file, None
-        if lock_file is not None:
-            lock_files.get().release(lock_file)
 
 
 def _forget(state: _ProcessState) -> None:

@@ -174,3 +174,29 @@ def holds_subscription(lock_file: LockFile, name: str) -> bool:
     """Whether this process holds subscription ``name``'s byte (through :func:`try_lock_subscription`)."""
     with lock_file.lease_guard:
         return name in lock_file.leases.get(subscription_offset(name), ())
+
+
+class HoldsLockFile:
+    """Per-process state of a store that opens its database's lock file on first use.
+
+    Stores on one file share this process's descriptor (see :class:`LockFiles`);
+    :meth:`release` lets this store's use of it go, once.
+    """
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.lock_file: LockFile | None = None
+
+    def lock_file_for(self, path: str) -> LockFile:
+        """The lock file at ``path``, opened (or shared) the first time."""
+        with self.guard:
+            if self.lock_file is None:
+                self.lock_file = lock_files.get().acquire(path)
+            return self.lock_file
+
+    def release(self) -> None:
+        """Let the lock file go (idempotent); it closes when its last user lets go."""
+        with self.guard:
+            lock_file, self.lock_file = self.lock_file, None
+        if lock_file is not None:
+            lock_files.get().release(lock_file)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -47,9 +46,9 @@ from ..subscriptions import (
 )
 from .database import SqliteDatabase
 from .locks import (
+    HoldsLockFile,
     LockFile,
     holds_subscription,
-    lock_files,
     try_lock_subscription,
     unlock_subscription,
     writer_gate,
@@ -88,25 +87,12 @@ def _now() -> str:
     return utc_now().isoformat(timespec="microseconds")
 
 
-class _ProcessState:
+class _ProcessState(HoldsLockFile):
     """This process's lock file reference and the leases it took through the store object."""
 
     def __init__(self) -> None:
-        self.guard = threading.Lock()
-        self.lock_file: LockFile | None = None
+        super().__init__()
         self.leases: set[_SqliteLease] = set()
-
-    def lock_file_for(self, path: str) -> LockFile:
-        with self.guard:
-            if self.lock_file is None:
-                self.lock_file = lock_files.get().acquire(path)
-            return self.lock_file
-
-    def release(self) -> None:
-        with self.guard:
-            lock_file, self.lock_file = self.lock_file, None
-        if lock_file is not None:
-            lock_files.get().release(lock_file)
 
 
 def _forget(state: _ProcessState) -> None:
