@@ -25,6 +25,7 @@ from .snapshots import Snapshotter
 from .storage import open_storage
 from .storage.interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore
 from .storage.process import fork_generation
+from .tracing import active_tracer, append_attributes
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
@@ -117,6 +118,15 @@ class AppState:
         self.storage.close()
 
     def append(self, batch: AppendBatch) -> AppendResult:
+        """Append ``batch`` (see :meth:`_append`), in a ``shimmie.append`` span when tracing is on."""
+        tracer = active_tracer()
+        if tracer is None:
+            return self._append(batch)
+        attributes = append_attributes(self.event_store.backend, batch.events)
+        with tracer.start_as_current_span("shimmie.append", attributes=attributes):
+            return self._append(batch)
+
+    def _append(self, batch: AppendBatch) -> AppendResult:
         """Append ``batch`` with its PII: in one transaction when both share a database.
 
         With a separate PII store, the PII is written first; if the batch is
