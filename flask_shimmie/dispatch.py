@@ -91,6 +91,8 @@ class Dispatcher:
         #: Every this many positions, ``on_checkpoint(position)`` runs (0 = never).
         self.checkpoint_every = 0
         self.on_checkpoint: Callable[[int], None] | None = None
+        #: Called by the follower thread after each of its waits on the store (a few times a second).
+        self.on_followed: Callable[[], None] | None = None
 
     # -- subscriptions -------------------------------------------------------
 

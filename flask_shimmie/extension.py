@@ -120,6 +120,10 @@ class ShimmieStack:
             from .admin import create_admin_blueprint
 
             app.register_blueprint(create_admin_blueprint(), url_prefix=settings.admin_url)
+            if settings.metrics:
+                from .metrics import install_metrics
+
+                install_metrics(app, state, settings.admin_url, settings.metrics_public)
         self._apps.add(app)
 
     def set_logger(self, logger: logging.Logger) -> ShimmieStack:

@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
     "SHIMMIE_MAX_SEQ_WAITERS": 16,
     "SHIMMIE_SNAPSHOT_EVERY": 10_000,
+    "SHIMMIE_METRICS": False,
+    "SHIMMIE_METRICS_PUBLIC": False,
 }
 
 
@@ -49,6 +51,8 @@ class Settings:
     seq_wait_timeout: float
     max_seq_waiters: int
     snapshot_every: int
+    metrics: bool = False
+    metrics_public: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -90,6 +94,7 @@ class Settings:
             raise ConfigurationError(
                 f"SHIMMIE_SNAPSHOT_EVERY = {every!r} must be a number of events (0 or None: no snapshots)."
             )
+        metrics, metrics_public = _metrics_flags(config)
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -105,4 +110,22 @@ class Settings:
             seq_wait_timeout=float(timeout),
             max_seq_waiters=waiters,
             snapshot_every=every,
+            metrics=metrics,
+            metrics_public=metrics_public,
         )
+
+
+def _metrics_flags(config: Config) -> tuple[bool, bool]:
+    """``SHIMMIE_METRICS`` and ``SHIMMIE_METRICS_PUBLIC``: True or False, and metrics need the admin URL."""
+    flags = []
+    for key in ("SHIMMIE_METRICS", "SHIMMIE_METRICS_PUBLIC"):
+        value = config[key]
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{key} = {value!r} must be True or False.")
+        flags.append(value)
+    if flags[0] and not config["SHIMMIE_ADMIN_URL"]:
+        raise ConfigurationError(
+            "SHIMMIE_METRICS = True needs SHIMMIE_ADMIN_URL (e.g. '/admin'): the metrics are served at "
+            "<SHIMMIE_ADMIN_URL>/metrics."
+        )
+    return flags[0], flags[1]

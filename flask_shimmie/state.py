@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -29,6 +30,7 @@ from .tracing import active_tracer, append_attributes
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
+    from .metrics import Metrics
 
 
 class AppState:
@@ -63,6 +65,8 @@ class AppState:
         self.stores_open = False
         self.start_lock = threading.RLock()
         self.follower: Follower | None = None
+        #: What ``SHIMMIE_METRICS`` counts (``None`` when it is off); see :mod:`flask_shimmie.metrics`.
+        self.metrics: Metrics | None = None
         #: The fork generation this state was set up in (see :meth:`for_this_process`).
         self.generation = fork_generation()
 
@@ -118,13 +122,22 @@ class AppState:
         self.storage.close()
 
     def append(self, batch: AppendBatch) -> AppendResult:
-        """Append ``batch`` (see :meth:`_append`), in a ``shimmie.append`` span when tracing is on."""
+        """Append ``batch`` (see :meth:`_append`), counted for the metrics and traced when they are on."""
         tracer = active_tracer()
         if tracer is None:
-            return self._append(batch)
+            return self._counted_append(batch)
         attributes = append_attributes(self.event_store.backend, batch.events)
         with tracer.start_as_current_span("shimmie.append", attributes=attributes):
+            return self._counted_append(batch)
+
+    def _counted_append(self, batch: AppendBatch) -> AppendResult:
+        metrics = self.metrics
+        if metrics is None:
             return self._append(batch)
+        start = perf_counter()
+        result = self._append(batch)
+        metrics.appended(result, perf_counter() - start)
+        return result
 
     def _append(self, batch: AppendBatch) -> AppendResult:
         """Append ``batch`` with its PII: in one transaction when both share a database.
