@@ -8,27 +8,30 @@ handled), ``shimmie_store_up``, and per durable subscription (from the store's
 ``shimmie_subscriptions`` rows) ``shimmie_subscription_position``,
 ``shimmie_subscription_lag_events`` and ``shimmie_parked_events``.
 
-Each app keeps its counts in plain integers behind one lock and turns them into
-metric families when scraped, which costs an append far less than
-``prometheus_client``'s own metric objects do. With ``PROMETHEUS_MULTIPROC_DIR``
-set (several worker processes), the counts go to ``prometheus_client``'s
-multiprocess files instead, so that any worker answers with the totals of
-all; those metric objects are shared by every app of the process, since the
-files are per process. ``prometheus_client`` is imported only here, and only
-when the setting is on.
+Each app keeps its counts in plain integers behind one lock, in a registry of
+its own, and turns them into metric families when scraped: that costs an
+append far less than ``prometheus_client``'s own metric objects do. With
+``PROMETHEUS_MULTIPROC_DIR`` set (several worker processes), each worker also
+adds its counts, a few times a second, to ``prometheus_client``'s metrics,
+whose values live in per-process files there, so that any worker answers with
+the totals of all; those metric objects are shared by every app of the
+process, since the files are per process. ``prometheus_client`` is imported
+only here, and only when the setting is on.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import logging
 import os
 import re
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Blueprint, Flask, Response, current_app, request
 
@@ -170,6 +173,13 @@ class _Collector:
         return list(self._families())
 
 
+class _Counts(NamedTuple):
+    by_name: dict[str, int]
+    buckets: list[int]
+    seconds: float
+    replayed: int
+
+
 class LocalMetrics(Metrics):
     """One process: the counts are plain integers of this app behind one lock, made families when scraped."""
 
@@ -207,14 +217,15 @@ class LocalMetrics(Metrics):
     def registry(self) -> CollectorRegistry:
         return self._registry
 
+    def snapshot(self) -> _Counts:
+        """A copy of the counts so far."""
+        with self._lock:
+            return _Counts(dict(self._by_name), list(self._buckets), self._seconds, self._replayed)
+
     def _families(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-        with self._lock:
-            by_name = dict(self._by_name)
-            buckets = list(self._buckets)
-            seconds = self._seconds
-            replayed = self._replayed
+        by_name, buckets, seconds, replayed = self.snapshot()
         appended = CounterMetricFamily(APPENDED, _HELP[APPENDED], labels=["event_name"])
         for name in sorted(by_name):
             appended.add_metric([name], by_name[name])
@@ -273,40 +284,72 @@ def _shared_meter(name: str) -> Any:
 _LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
 
 
-class MultiprocessMetrics(Metrics):
+class MultiprocessMetrics(LocalMetrics):
     """Several worker processes: counts in prometheus_client's files under ``PROMETHEUS_MULTIPROC_DIR``.
 
-    A scrape sums the counters of every process that ever wrote there (so the
-    directory must start empty with each server run). Each worker publishes
-    its handled position: when it answers a scrape, and from its follower
-    thread a few times a second; ``shimmie_last_handled_position`` is the
-    lowest of the live workers', the lag is the store's last position minus
-    that. Workers that died are forgotten at the next scrape.
+    A worker counts as :class:`LocalMetrics` does, and adds what it counted
+    since to prometheus_client's metrics (whose values live in that
+    directory, one file per process) from its follower thread a few times a
+    second, when it answers a scrape, and when it exits: written at every
+    append, they would cost it several times as much. A scrape sums the
+    counters of every process that ever wrote there, so the directory must
+    start empty with each server run; a worker killed outright loses what it
+    counted in its last fraction of a second. The histogram's buckets are
+    added whole, through ``Histogram``'s per-bucket values (``observe()``
+    takes one observation at a time).
+
+    Each worker also publishes its handled position then;
+    ``shimmie_last_handled_position`` is the lowest of the live workers', the
+    lag is the store's last position minus that. Workers that died are
+    forgotten at the next scrape.
     """
 
     def __init__(self, state: AppState, directory: str) -> None:
         super().__init__(state)
         self.directory = directory
-        self._seconds: Any = None
+        self._flush_lock = threading.Lock()
+        #: What was added to prometheus_client's metrics so far, by this process.
+        self._sent = self.snapshot()
         #: The counter's child per event name (``labels()`` costs more than the increment).
-        self._by_name: dict[str, Any] = {}
+        self._children: dict[str, Any] = {}
+        self._histogram: Any = None
+        flush = weakref.WeakMethod(self.flush)
+        forked = weakref.WeakMethod(self._forked)
+        atexit.register(lambda: _call(flush))
+        os.register_at_fork(after_in_child=lambda: _call(forked))
 
-    def appended(self, result: AppendResult, seconds: float) -> None:
-        if self._seconds is None:
-            self._seconds = _shared_meter(APPEND_SECONDS).labels(self.store)
-        self._seconds.observe(seconds)
-        if result.created:
-            children = self._by_name
-            for event in result.events:
-                child = children.get(event.event_name)
-                if child is None:
-                    child = children[event.event_name] = _shared_meter(APPENDED).labels(event.event_name)
-                child.inc()
+    def _forked(self) -> None:
+        # A parent's counts are the parent's to send; the child starts from them. A parent's
+        # thread may have held the locks at the fork: the child's copies would stay locked.
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._sent = self.snapshot()
 
-    def replayed(self, count: int) -> None:
-        _shared_meter(REPLAYED).inc(count)
+    def flush(self) -> None:
+        """Add what this process counted since the last flush to prometheus_client's metrics."""
+        with self._flush_lock:
+            now, sent = self.snapshot(), self._sent
+            for name, count in now.by_name.items():
+                if count > sent.by_name.get(name, 0):
+                    child = self._children.get(name)
+                    if child is None:
+                        child = self._children[name] = _shared_meter(APPENDED).labels(name)
+                    child.inc(count - sent.by_name.get(name, 0))
+            if now.buckets != sent.buckets:
+                if self._histogram is None:
+                    self._histogram = _shared_meter(APPEND_SECONDS).labels(self.store)
+                buckets = self._histogram._buckets
+                for value, count, before in zip(buckets, now.buckets, sent.buckets, strict=True):
+                    if count > before:
+                        value.inc(count - before)
+                self._histogram._sum.inc(now.seconds - sent.seconds)
+            # Built at the first flush even when there is nothing to add: a replay of an empty
+            # store is a 0 the scraper should see.
+            _shared_meter(REPLAYED).inc(now.replayed - sent.replayed)
+            self._sent = now
 
     def followed(self) -> None:
+        self.flush()
         _shared_meter(LAST_HANDLED).set(self.state.dispatcher.last_handled)
 
     def registry(self) -> CollectorRegistry:
@@ -342,6 +385,12 @@ class MultiprocessMetrics(Metrics):
         for pid in pids:
             if not _alive(pid):
                 mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+
+def _call(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 def _alive(pid: int) -> bool:

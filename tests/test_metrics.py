@@ -388,6 +388,29 @@ def _scrape_every_worker(server: GunicornServer, workers: set[int]) -> dict[int,
     return found
 
 
+def _settled_scrapes(
+    server: GunicornServer, workers: set[int], appended: int, replayed: int
+) -> dict[int, Samples]:
+    """Scrapes answered by each of ``workers``, once every one counts ``appended`` songs, ``replayed``
+    events replayed and no lag.
+
+    Each worker sends its counts and its position from its follower a few times a second: within
+    a few seconds every answer agrees (the caller asserts on the last scrapes, settled or not).
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        scrapes = _scrape_every_worker(server, workers)
+        settled = all(
+            value(samples, "shimmie_events_appended_total", event_name="SONG_CREATED") == appended
+            and value(samples, "shimmie_replay_events_total") == replayed
+            and value(samples, "shimmie_follower_lag_events") == 0
+            for samples in scrapes.values()
+        )
+        if settled or time.monotonic() > deadline:
+            return scrapes
+        time.sleep(0.1)
+
+
 def _post_songs(server: GunicornServer, count: int, label: str) -> set[int]:
     writers: set[int] = set()
     for n in range(count):
@@ -413,7 +436,7 @@ def test_every_gunicorn_worker_answers_with_the_totals_of_all(
             writers = _post_songs(server, 30, "first")
             assert len(writers) >= 2, f"only workers {writers} took the writes"
 
-            for pid, samples in _scrape_every_worker(server, workers).items():
+            for pid, samples in _settled_scrapes(server, workers, 30, 0).items():
                 where = f"(worker {pid})"
                 assert value(samples, "shimmie_events_appended_total", event_name="SONG_CREATED") == 30, where
                 assert value(samples, "shimmie_append_seconds_count", store=backend) == 30, where
@@ -432,14 +455,7 @@ def test_every_gunicorn_worker_answers_with_the_totals_of_all(
             server.wait_ready(30)
             workers = server.wait_workers()
             _post_songs(server, 6, "second")
-            # The follower publishes each worker's position a few times a second.
-            deadline = time.monotonic() + 10
-            while True:
-                scrapes = _scrape_every_worker(server, workers)
-                lags = [value(s, "shimmie_follower_lag_events") for s in scrapes.values()]
-                if not any(lags) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            scrapes = _settled_scrapes(server, workers, 36, 30)
             for pid, samples in scrapes.items():
                 where = f"(worker {pid})"
                 assert value(samples, "shimmie_events_appended_total", event_name="SONG_CREATED") == 36, where
@@ -451,3 +467,51 @@ def test_every_gunicorn_worker_answers_with_the_totals_of_all(
                 assert value(samples, "shimmie_replay_events_total") == 30, where
             live = {p.name for p in directory.glob("gauge_live*.db")}
             assert not any(name.endswith(f"_{victim}.db") for name in live), live
+
+
+def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tmp_path: Path) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from flask import Flask
+        from flask_shimmie import ShimmieStack
+        stack = ShimmieStack()
+        app = Flask("writer")
+        app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True)
+        stack.init_app(app)
+        with app.app_context():
+            for _ in range(2):
+                stack.record_unchecked_event("parent", "E", {})
+        child = os.fork()
+        if child == 0:
+            with app.app_context():
+                for _ in range(3):
+                    stack.record_unchecked_event("child", "E", {})
+            sys.exit(0)  # no scrape, no follower: only the exit sends the counts
+        os.waitpid(child, 0)
+        """
+    )
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+    reader = textwrap.dedent(
+        """
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        print(generate_latest(registry).decode())
+        """
+    )
+    text = subprocess.run(
+        [sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    samples = parse(text)
+    assert value(samples, "shimmie_events_appended_total", event_name="E") == 5
+    assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
