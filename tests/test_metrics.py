@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -515,3 +516,28 @@ def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tm
     samples = parse(text)
     assert value(samples, "shimmie_events_appended_total", event_name="E") == 5
     assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
+
+
+# -- the cost benchmark -----------------------------------------------------------------------------
+
+
+def test_the_benchmark_measures_what_metrics_and_tracing_cost_an_append() -> None:
+    from benchmarks.cli import QUICK, backends_of, parse_args, run
+    from benchmarks.metrics_cost import M1, M2, M3, M4
+
+    assert backends_of(parse_args(["metrics"]).targets) == ([], False)
+    settings = replace(QUICK, duration=0.04, warmup=0.01, repeats=1)
+
+    rows = run([], settings, metrics=True)
+
+    assert [(row.scenario, row.backend) for row in rows] == [
+        (M1, "memory"),
+        (M1, "sqlite"),
+        (M2, "sqlite"),
+        (M3, "memory"),
+        (M4, "memory"),
+    ]
+    for row in rows:
+        assert row.ratio is not None and row.ratio > 0, row
+        assert "µs CPU/append" in row.ours, row
+    assert [row.holds is None for row in rows] == [False, False, False, False, True]
