@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -103,6 +104,33 @@ def test_each_metric_holds_the_appends_and_replays_made(stack: ShimmieStack, met
     assert value(samples, "shimmie_last_handled_position") == 4
     assert value(samples, "shimmie_follower_lag_events") == 0
     assert value(samples, "shimmie_store_up") == 1
+
+
+def test_counts_stay_exact_across_threads_and_folds(stack: ShimmieStack, metrics_app: Flask) -> None:
+    from flask_shimmie.metrics import FOLD_EVERY, FOLD_NAMES
+
+    threads, each = 4, FOLD_EVERY + 50
+
+    def write(n: int) -> None:
+        with metrics_app.app_context():
+            for i in range(each):
+                stack.record_unchecked_event(f"t{n}-{i}", "E", {})
+
+    pool = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    with metrics_app.app_context():
+        # A batch large enough to fold its names at once.
+        stack.record_unchecked_events([NewEvent(f"b{i}", "B", {}) for i in range(FOLD_NAMES)])
+
+    samples = scrape(metrics_app.test_client())
+
+    assert value(samples, "shimmie_events_appended_total", event_name="E") == threads * each
+    assert value(samples, "shimmie_events_appended_total", event_name="B") == FOLD_NAMES
+    assert value(samples, "shimmie_append_seconds_count", store="memory") == threads * each + 1
+    assert value(samples, "shimmie_last_stored_position") == threads * each + FOLD_NAMES
 
 
 def test_the_histogram_buckets_are_cumulative(stack: ShimmieStack, metrics_app: Flask) -> None:
