@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .harness import Progress, Row, Settings, format_table, load_average, machine_lines
 
-TARGETS = ("memory", "sqlite", "postgres", "http", "all")
+TARGETS = ("memory", "sqlite", "postgres", "http", "metrics", "all")
 
 #: ``--quick``: a smoke run that finishes in seconds per backend.
 QUICK = Settings(
@@ -45,8 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         choices=TARGETS,
         default=["all"],
-        metavar="{memory,sqlite,postgres,http,all}",
-        help="what to run (default: all)",
+        metavar="{memory,sqlite,postgres,http,metrics,all}",
+        help="what to run (default: all; metrics: what metrics and tracing cost an append, not part of all)",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (seconds, not minutes)")
     parser.add_argument(
@@ -99,6 +99,7 @@ def run(
     settings: Settings,
     *,
     http: bool = False,
+    metrics: bool = False,
     loadgen: str = "auto",
     postgres_url: str | None = None,
     progress: Progress | None = None,
@@ -115,6 +116,10 @@ def run(
 
             for backend in backends:
                 rows += run_backend(backend, stores, settings, progress)
+        if metrics:
+            from .metrics_cost import run_metrics
+
+            rows += run_metrics(settings, progress, stores)
         if http:
             from .httpbench import run_http
 
@@ -178,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backends,
         settings,
         http=http,
+        metrics="metrics" in args.targets,
         loadgen=args.loadgen,
         postgres_url=args.postgres_url,
         progress=progress,

@@ -68,12 +68,13 @@ def store_url(backend: str, *, sqlite_path: str | None = None, postgres_url: str
     return postgres_url
 
 
-def make_app(url: str, *, with_model: bool = True) -> OurApp:
-    """A new stack (with :class:`Tally` unless told otherwise) on a new app, started."""
+def make_app(url: str, *, with_model: bool = True, config: dict[str, Any] | None = None) -> OurApp:
+    """A new stack (with :class:`Tally` unless told otherwise) on a new app with ``config``, started."""
     stack = ShimmieStack()
     if with_model:
         stack.register_model(Tally)
     app = Flask(f"shimmie_bench_{next(_app_numbers)}")
+    app.config.update(config or {})
     app.config["SHIMMIE_EVENT_STORE"] = url
     stack.init_app(app)
     stack.startup(app)

@@ -25,6 +25,8 @@ from flask import Flask
 from .errors import ReplayError
 from .events import Event
 from .storage.interface import REPLAY_PAGE_SIZE, AppendResult, EventStore
+from .tracing import active_tracer, apply_attributes
+from .tracing import span as traced
 
 #: The event name whose receivers get every event.
 WILDCARD = "*"
@@ -89,6 +91,8 @@ class Dispatcher:
         #: Every this many positions, ``on_checkpoint(position)`` runs (0 = never).
         self.checkpoint_every = 0
         self.on_checkpoint: Callable[[int], None] | None = None
+        #: Called by the follower thread after each of its waits on the store (a few times a second).
+        self.on_followed: Callable[[], None] | None = None
 
     # -- subscriptions -------------------------------------------------------
 
@@ -274,18 +278,19 @@ class Dispatcher:
                 wild = receivers.get(WILDCARD, ())
                 table: dict[str, tuple[Receiver, ...]] = {}
                 for page in self._pages(from_sequence - 1, self.last_handled):
-                    for index, event in enumerate(page):
-                        page[index] = None  # type: ignore[call-overload]  # freed once applied (see _apply)
-                        targets = table.get(event.event_name)
-                        if targets is None:
-                            named = receivers.get(event.event_name, ())
-                            targets = named + wild if event.event_name != WILDCARD else named
-                            table[event.event_name] = targets
-                        for receiver in targets:
-                            try:
-                                receiver.handler(event)
-                            except Exception as error:
-                                self._failed(receiver, event, error, strict=True)
+                    with traced("shimmie.apply", apply_attributes(page, True)):
+                        for index, event in enumerate(page):
+                            page[index] = None  # type: ignore[call-overload]  # freed once applied (see _apply)
+                            targets = table.get(event.event_name)
+                            if targets is None:
+                                named = receivers.get(event.event_name, ())
+                                targets = named + wild if event.event_name != WILDCARD else named
+                                table[event.event_name] = targets
+                            for receiver in targets:
+                                try:
+                                    receiver.handler(event)
+                                except Exception as error:
+                                    self._failed(receiver, event, error, strict=True)
                     count += len(page)
                     if progress is not None:
                         progress(len(page))
@@ -343,6 +348,15 @@ class Dispatcher:
                     del self._pending[position]
 
     def _apply(self, events: list[Event], *, strict: bool, release: bool = False) -> bool:
+        """:meth:`_apply_events`, in a ``shimmie.apply`` span when tracing is on."""
+        tracer = active_tracer()
+        if tracer is None or not events:
+            return self._apply_events(events, strict=strict, release=release)
+        attributes = apply_attributes(events, events[0].replay)
+        with tracer.start_as_current_span("shimmie.apply", attributes=attributes):
+            return self._apply_events(events, strict=strict, release=release)
+
+    def _apply_events(self, events: list[Event], *, strict: bool, release: bool = False) -> bool:
         """Apply ``events`` (in order) to their receivers; False if the store left a gap.
 
         The hot loop of every delivery and replay: it looks receivers up in

@@ -48,6 +48,8 @@ from .state import AppState, model_receivers
 from .storage.interface import AppendBatch, PendingEvent
 from .storage.planner import check_versions
 from .subscriptions import Subscription, check_policy, check_subscription_name, projection_spec, reactor_spec
+from .tracing import EVENT_COUNT, FROM_SEQUENCE, active_tracer, traced_record
+from .tracing import span as traced
 
 M = TypeVar("M", bound=Model)
 P = TypeVar("P", bound=Projection)
@@ -123,6 +125,10 @@ class ShimmieStack:
             from .admin import create_admin_blueprint
 
             app.register_blueprint(create_admin_blueprint(), url_prefix=settings.admin_url)
+            if settings.metrics:
+                from .metrics import install_metrics
+
+                install_metrics(app, state, settings.admin_url, settings.metrics_public)
         self._apps.add(app)
 
     def set_logger(self, logger: logging.Logger) -> ShimmieStack:
@@ -431,7 +437,9 @@ class ShimmieStack:
             state.dispatcher.last_handled = state.snapshots.restore()
         if replay_started.receivers:
             replay_started.send(app, from_sequence=state.dispatcher.last_handled + 1)
-        count = state.dispatcher.replay_into_live(progress)
+        with traced("shimmie.replay", {FROM_SEQUENCE: state.dispatcher.last_handled + 1}) as span:
+            count = state.dispatcher.replay_into_live(progress)
+            span.set_attribute(EVENT_COUNT, count)
         self.logger.info("Replayed %s events into %s models", count, len(state.models))
         if replay_finished.receivers:
             replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)
@@ -511,7 +519,9 @@ class ShimmieStack:
             def swap() -> None:
                 pass
 
-        count = state.dispatcher.rebuild(_by_name(pairs), from_sequence, swap, progress)
+        with traced("shimmie.replay", {FROM_SEQUENCE: from_sequence}) as span:
+            count = state.dispatcher.rebuild(_by_name(pairs), from_sequence, swap, progress)
+            span.set_attribute(EVENT_COUNT, count)
         if replay_finished.receivers:
             replay_finished.send(app, count=count, last_sequence_num=state.dispatcher.last_handled)
         return count
@@ -581,6 +591,16 @@ class ShimmieStack:
         return self._record_prepared(state, state.preparer.prepare_all(events), expected)
 
     def _record_prepared(
+        self, state: AppState, pending: tuple[PendingEvent, ...], expected: dict[str, Expected]
+    ) -> list[Event]:
+        tracer = active_tracer()
+        if tracer is None or not pending:
+            return self._record_now(state, pending, expected)
+        return traced_record(
+            tracer, state.event_store.backend, pending, lambda: self._record_now(state, pending, expected)
+        )
+
+    def _record_now(
         self, state: AppState, pending: tuple[PendingEvent, ...], expected: dict[str, Expected]
     ) -> list[Event]:
         if not pending:

@@ -59,6 +59,8 @@ class Follower:
                             # wasted work. A short pause, then catch up regardless.
                             self._stop.wait(HANDOVER_PAUSE)
                         dispatcher.ensure_handled(position)
+                    if dispatcher.on_followed is not None:
+                        dispatcher.on_followed()
                     pause = 0.1
                 except Exception:
                     self.logger.exception("Following the event store failed; retrying in %.1fs", pause)

@@ -38,6 +38,7 @@ from .events import Event
 from .projections import Projection, ProjectionHandler
 from .storage.interface import Lease, LeaseLostError, SubscriptionInfo, SubscriptionStore
 from .subscriptions import ProjectionSpec, Reactor, Subscription
+from .tracing import subscription_span
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -468,10 +469,11 @@ class SubscriptionRunner:
         finished = True
         if found:
             events = self.state.decode(found)
-            if isinstance(spec, Reactor):
-                finished = self._react(held, spec, events)
-            else:
-                finished = self._project(held, events)
+            with subscription_span(spec.name, spec.kind, events):
+                if isinstance(spec, Reactor):
+                    finished = self._react(held, spec, events)
+                else:
+                    finished = self._project(held, events)
         if (
             finished
             and spec.event_names is not None

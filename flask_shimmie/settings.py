@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_RUN_SUBSCRIPTIONS": True,
     "SHIMMIE_SUBSCRIPTION_TAKEOVER": 5.0,
     "SHIMMIE_SUBSCRIPTION_MAX_LAG": 1000,
+    "SHIMMIE_METRICS": False,
+    "SHIMMIE_METRICS_PUBLIC": False,
 }
 
 
@@ -58,6 +60,8 @@ class Settings:
     subscription_takeover: float = 5.0
     #: Events a subscription may lag behind the store before health is degraded (None: no limit).
     subscription_max_lag: int | None = 1000
+    metrics: bool = False
+    metrics_public: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -116,6 +120,7 @@ class Settings:
                 f"SHIMMIE_SUBSCRIPTION_MAX_LAG = {max_lag!r} must be a number of events >= 0, or None "
                 "(no limit)."
             )
+        metrics, metrics_public = _metrics_flags(config)
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -134,4 +139,22 @@ class Settings:
             run_subscriptions=run,
             subscription_takeover=float(takeover),
             subscription_max_lag=max_lag,
+            metrics=metrics,
+            metrics_public=metrics_public,
         )
+
+
+def _metrics_flags(config: Config) -> tuple[bool, bool]:
+    """``SHIMMIE_METRICS`` and ``SHIMMIE_METRICS_PUBLIC``: True or False, and metrics need the admin URL."""
+    flags = []
+    for key in ("SHIMMIE_METRICS", "SHIMMIE_METRICS_PUBLIC"):
+        value = config[key]
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{key} = {value!r} must be True or False.")
+        flags.append(value)
+    if flags[0] and not config["SHIMMIE_ADMIN_URL"]:
+        raise ConfigurationError(
+            "SHIMMIE_METRICS = True needs SHIMMIE_ADMIN_URL (e.g. '/admin'): the metrics are served at "
+            "<SHIMMIE_ADMIN_URL>/metrics."
+        )
+    return flags[0], flags[1]

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -26,9 +27,11 @@ from .snapshots import Snapshotter
 from .storage import open_storage
 from .storage.interface import AppendBatch, AppendResult, EventStore, PiiRecord, PiiStore
 from .storage.process import fork_generation
+from .tracing import active_tracer, append_attributes
 
 if TYPE_CHECKING:
     from .extension import ShimmieStack
+    from .metrics import Metrics
 
 
 class AppState:
@@ -65,6 +68,8 @@ class AppState:
         self.follower: Follower | None = None
         #: Runs this app's reactors and projections in this process (see :mod:`flask_shimmie.runner`).
         self.runner = SubscriptionRunner(self)
+        #: What ``SHIMMIE_METRICS`` counts (``None`` when it is off); see :mod:`flask_shimmie.metrics`.
+        self.metrics: Metrics | None = None
         #: The fork generation this state was set up in (see :meth:`for_this_process`).
         self.generation = fork_generation()
 
@@ -120,6 +125,24 @@ class AppState:
         self.storage.close()
 
     def append(self, batch: AppendBatch) -> AppendResult:
+        """Append ``batch`` (see :meth:`_append`), counted for the metrics and traced when they are on."""
+        tracer = active_tracer()
+        if tracer is None:
+            return self._counted_append(batch)
+        attributes = append_attributes(self.event_store.backend, batch.events)
+        with tracer.start_as_current_span("shimmie.append", attributes=attributes):
+            return self._counted_append(batch)
+
+    def _counted_append(self, batch: AppendBatch) -> AppendResult:
+        metrics = self.metrics
+        if metrics is None:
+            return self._append(batch)
+        start = perf_counter()
+        result = self._append(batch)
+        metrics.appended(result, perf_counter() - start)
+        return result
+
+    def _append(self, batch: AppendBatch) -> AppendResult:
         """Append ``batch`` with its PII: in one transaction when both share a database.
 
         With a separate PII store, the PII is written first; if the batch is
