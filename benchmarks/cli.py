@@ -1,4 +1,4 @@
-"""The command line: ``python -m benchmarks [memory|sqlite|postgres|http|all] [options]``.
+"""The command line: ``python -m benchmarks [memory|sqlite|postgres|http|projection|all] [options]``.
 
 Every figure is measured in the same run, on the same machine, for
 flask_shimmie and for ``eventsourcing`` (or, for HTTP, a bare Flask app), with
@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .harness import Progress, Row, Settings, format_table, load_average, machine_lines
 
-TARGETS = ("memory", "sqlite", "postgres", "http", "metrics", "all")
+TARGETS = ("memory", "sqlite", "postgres", "http", "projection", "metrics", "all")
+#: The in-process backends, in the order they run, by target name.
+BACKEND_TARGETS = (("memory", "memory"), ("sqlite", "sqlite"), ("postgres", "postgresql"))
 
 #: ``--quick``: a smoke run that finishes in seconds per backend.
 QUICK = Settings(
@@ -31,6 +33,10 @@ QUICK = Settings(
     replay_repeats=1,
     http_duration=1.0,
     http_repeats=1,
+    projection_events=2000,
+    projection_repeats=1,
+    reactor_events=50,
+    reactor_spacing=0.002,
 )
 
 
@@ -45,8 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         choices=TARGETS,
         default=["all"],
-        metavar="{memory,sqlite,postgres,http,metrics,all}",
-        help="what to run (default: all; metrics: what metrics and tracing cost an append, not part of all)",
+        metavar="{memory,sqlite,postgres,http,projection,metrics,all}",
+        help=(
+            "what to run (default: all); 'projection' runs only scenarios 7 and 7r, on the backends "
+            "named beside it, else on all three; 'metrics': what metrics and tracing cost an append, "
+            "not part of all"
+        ),
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (seconds, not minutes)")
     parser.add_argument(
@@ -54,6 +64,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="events stored and replayed in scenario 4 (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--projection-events",
+        type=int,
+        default=None,
+        help="events stored and projected in scenario 7 (default 100,000)",
     )
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed run (default 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side; the median counts")
@@ -74,6 +90,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         name: value
         for name, value in (
             ("events", args.events),
+            ("projection_events", args.projection_events),
             ("duration", args.duration),
             ("repeats", args.repeats),
             ("threads", args.threads),
@@ -81,17 +98,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if value is not None
     }
     if "repeats" in changes:
-        changes["replay_repeats"] = changes["http_repeats"] = changes["repeats"]
+        for name in ("replay_repeats", "http_repeats", "projection_repeats"):
+            changes[name] = changes["repeats"]
     return replace(settings, **changes)
 
 
 def backends_of(targets: Sequence[str]) -> tuple[list[str], bool]:
-    """The in-process backends to run, and whether to run HTTP."""
+    """The in-process backends to run, and whether to run HTTP.
+
+    ``projection`` alone stands for every in-process backend (scenarios 7 and 7r on each).
+    """
     wanted = set(targets)
     if "all" in wanted:
-        return ["memory", "sqlite", "postgresql"], True
-    order = [("memory", "memory"), ("sqlite", "sqlite"), ("postgres", "postgresql")]
-    return [backend for name, backend in order if name in wanted], "http" in wanted
+        return [backend for _, backend in BACKEND_TARGETS], True
+    chosen = [backend for name, backend in BACKEND_TARGETS if name in wanted]
+    if "projection" in wanted and not chosen:
+        chosen = [backend for _, backend in BACKEND_TARGETS]
+    return chosen, "http" in wanted
+
+
+def projection_only(targets: Sequence[str]) -> bool:
+    """Whether the in-process backends run scenarios 7 and 7r only (``projection`` without ``all``)."""
+    return "projection" in targets and "all" not in targets
 
 
 def run(
@@ -103,8 +131,13 @@ def run(
     loadgen: str = "auto",
     postgres_url: str | None = None,
     progress: Progress | None = None,
+    subscriptions_only: bool = False,
 ) -> list[Row]:
-    """Run the scenarios of ``backends`` (and HTTP); return the table's rows."""
+    """Run the scenarios of ``backends`` (and HTTP); return the table's rows.
+
+    Each backend runs scenarios 1-4 (and 6), then 7 and 7r; with
+    ``subscriptions_only``, 7 and 7r alone.
+    """
     from .backends import Stores
 
     progress = progress or Progress(enabled=False)
@@ -112,10 +145,13 @@ def run(
     rows: list[Row] = []
     try:
         if backends:
+            from .subscription_suite import run_subscription_scenarios
             from .suite import run_backend
 
             for backend in backends:
-                rows += run_backend(backend, stores, settings, progress)
+                if not subscriptions_only:
+                    rows += run_backend(backend, stores, settings, progress)
+                rows += run_subscription_scenarios(backend, stores, settings, progress)
         if metrics:
             from .metrics_cost import run_metrics
 
@@ -150,10 +186,12 @@ def report(rows: Sequence[Row], command: str, settings: Settings, run_lines: Seq
         f"side after {settings.warmup:g} s of warm-up each, the two sides alternating; ± is the largest "
         "deviation of a run from the median. Replay: median of "
         f"{settings.replay_repeats} runs per side; HTTP: median of {settings.http_repeats} runs of "
-        f"{settings.http_duration:g} s per server.",
+        f"{settings.http_duration:g} s per server. Projection catch-up (7): median of "
+        f"{settings.projection_repeats} runs of ours and {settings.projection_theirs_repeats} of "
+        f"eventsourcing's, {settings.projection_events:,} events each.",
         "- Ratio = flask_shimmie / the other side, as throughput: above 1 flask_shimmie is faster. "
         "Scenarios 1-3 aim at parity with eventsourcing (≥ 1×); replay at 1,000,000 events in ≤ 3 s; "
-        "HTTP at ≥ 0.8× bare Flask.",
+        "HTTP at ≥ 0.8× bare Flask; projection catch-up at ≥ 2× eventsourcing.",
         "- flask_shimmie: one stack with one subscribed model (it counts and sums), so every append is "
         "also applied to the model before the call returns; eventsourcing: an Application and a "
         "one-event Aggregate, no subscribers.",
@@ -187,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loadgen=args.loadgen,
         postgres_url=args.postgres_url,
         progress=progress,
+        subscriptions_only=projection_only(args.targets),
     )
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     run_lines = [

@@ -45,30 +45,39 @@ CREATED: type[Any] = getattr(Counter, "Created")  # noqa: B009
 INCREMENTED: type[Any] = getattr(Counter, "Incremented")  # noqa: B009
 
 
+def make_durable(factory: SQLiteFactory) -> None:
+    """Make every connection ``factory``'s pool opens set ``synchronous=FULL``."""
+    pool = factory.datastore.pool
+    create = pool._create_connection
+
+    def create_durable() -> SQLiteConnection:
+        connection = create()
+        connection._sqlite_conn.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    pool._create_connection = create_durable  # type: ignore[method-assign]
+
+
+def check_durability(datastore: Any, who: str) -> None:
+    """Raise unless ``datastore``'s SQLite connections run WAL with ``synchronous=FULL``; others pass."""
+    if datastore is None or not hasattr(datastore, "pool") or not hasattr(datastore.pool, "db_name"):
+        return
+    with datastore.get_connection(commit=False) as connection:
+        check_sqlite_durability(connection._sqlite_conn, who)
+
+
 class BenchApplication(Application[UUID]):
     """An eventsourcing application whose SQLite connections sync the WAL at every commit."""
 
     def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         factory = super().construct_factory(env)
         if isinstance(factory, SQLiteFactory):
-            pool = factory.datastore.pool
-            create = pool._create_connection
-
-            def create_durable() -> SQLiteConnection:
-                connection = create()
-                connection._sqlite_conn.execute("PRAGMA synchronous=FULL")
-                return connection
-
-            pool._create_connection = create_durable  # type: ignore[method-assign]
+            make_durable(factory)
         return factory
 
     def check_durability(self) -> None:
         """Raise unless every SQLite connection runs WAL with ``synchronous=FULL``."""
-        datastore = getattr(self.recorder, "datastore", None)
-        if datastore is None or not hasattr(datastore, "pool") or not hasattr(datastore.pool, "db_name"):
-            return
-        with datastore.get_connection(commit=False) as connection:
-            check_sqlite_durability(connection._sqlite_conn, "eventsourcing")
+        check_durability(getattr(self.recorder, "datastore", None), "eventsourcing")
 
 
 def environment(

@@ -50,6 +50,16 @@ class Settings:
     http_repeats: int = 5
     #: Concurrent connections of the HTTP load generator.
     http_connections: int = 8
+    #: Events stored before the projection catch-up scenario (7).
+    projection_events: int = 100_000
+    #: Timed catch-ups of ours in scenario 7; the table shows the median.
+    projection_repeats: int = 3
+    #: Timed catch-ups of eventsourcing's: one commit per event makes one run last a minute or more.
+    projection_theirs_repeats: int = 1
+    #: Events recorded in the reactor latency scenario (7r).
+    reactor_events: int = 500
+    #: Seconds between two of those events.
+    reactor_spacing: float = 0.005
 
 
 @dataclass

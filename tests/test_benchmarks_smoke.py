@@ -1,4 +1,5 @@
-"""The benchmark suite runs: its smallest mode, in-process, on the memory store only.
+"""The benchmark suite runs: its smallest mode, in-process, on the memory store (and scenario 7 on
+SQLite and PostgreSQL too, at a few hundred events).
 
 No timing thresholds: the machine may be slow or busy. Only the table's shape
 and that every ratio is a positive number are checked.
@@ -6,28 +7,54 @@ and that every ratio is a positive number are checked.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.backends import DURABLE_BACKENDS, postgres_base_url, require_backend
+
 pytest.importorskip("eventsourcing", reason='eventsourcing is not installed (pip install -e ".[bench]")')
 
-from benchmarks.cli import KEPT_HEADING, QUICK, backends_of, main, parse_args, run, settings_from  # noqa: E402
-from benchmarks.harness import format_table  # noqa: E402
+from benchmarks.backends import Stores  # noqa: E402
+from benchmarks.cli import (  # noqa: E402
+    KEPT_HEADING,
+    QUICK,
+    backends_of,
+    main,
+    parse_args,
+    projection_only,
+    run,
+    settings_from,
+)
+from benchmarks.harness import Progress, Row, format_table  # noqa: E402
+from benchmarks.subscription_suite import (  # noqa: E402
+    LATENCY_SCENARIO,
+    PROJECTION_SCENARIO,
+    interleave,
+    percentile,
+    run_subscription_scenarios,
+)
 from benchmarks.suite import BULK_SCENARIO, SCENARIOS  # noqa: E402
+
+#: Scenarios 7 and 7r at their smallest.
+SMALL_SUBSCRIPTIONS = {"projection_events": 200, "reactor_events": 10, "reactor_spacing": 0.001}
 
 
 def test_memory_smoke_run_has_every_row_with_a_positive_ratio() -> None:
-    settings = replace(QUICK, duration=0.1, warmup=0.02, events=300, threads=4)
+    settings = replace(QUICK, duration=0.1, warmup=0.02, events=300, threads=4, **SMALL_SUBSCRIPTIONS)
 
     rows = run(["memory"], settings)
 
     expected = [scenario.replace("8 threads", "4 threads") for scenario in SCENARIOS]
     expected.insert(3, BULK_SCENARIO)
+    expected += [PROJECTION_SCENARIO, LATENCY_SCENARIO]
     assert [row.scenario for row in rows] == expected
     assert {row.backend for row in rows} == {"memory"}
-    for row in rows:
+    assert rows[-1].ratio is None and rows[-1].holds is None  # 7r: ours only
+    for row in rows[:-1]:
         assert isinstance(row.ratio, float) and row.ratio > 0, row
         assert row.ours_value is not None and row.ours_value > 0, row
         assert row.theirs_value is not None and row.theirs_value > 0, row
@@ -73,3 +100,99 @@ def test_a_results_file_keeps_its_hand_written_section(tmp_path: Path) -> None:
     assert "| old | row |" not in text
     assert "| 4 replay" in text
     assert text.count(KEPT_HEADING) == 1 and text.endswith("| choice | figure |\n")
+
+
+def check_projection_row(row: Row, ours_runs: int, theirs_runs: int) -> None:
+    """Scenario 7's row: two throughputs with their seconds, a ratio against the 2× target."""
+    assert row.scenario == PROJECTION_SCENARIO
+    assert row.ratio is not None and row.ratio > 0, row
+    assert row.target == "≥ 2×" and row.holds == (row.ratio >= 2.0)
+    for figure in (row.ours, row.theirs):
+        assert re.fullmatch(r"[\d.]+[kM]? ev/s( ±\d+%)?, \d+\.\d\d s", figure), figure
+    assert len(row.samples["ours"]) == ours_runs and len(row.samples["theirs"]) == theirs_runs
+    assert "stack.run_subscriptions()" in row.notes and "process_event" in row.notes
+    assert "one transaction per event" in row.notes
+
+
+def check_latency_row(row: Row, events: int) -> None:
+    """Scenario 7r's row: ours only, p50 and p99 in milliseconds, for information."""
+    assert row.scenario == LATENCY_SCENARIO
+    assert re.fullmatch(r"p50 -?\d+\.\d\d ms, p99 -?\d+\.\d\d ms", row.ours), row.ours
+    assert (row.theirs, row.ratio, row.target, row.holds) == ("-", None, "- (info)", None)
+    assert len(row.samples["ours"]) == events
+    assert "background runner" in row.notes and "perf_counter" in row.notes
+
+
+def test_projection_scenarios_alone_on_memory() -> None:
+    settings = replace(QUICK, **SMALL_SUBSCRIPTIONS)
+
+    rows = run(["memory"], settings, subscriptions_only=True)
+
+    assert [(row.scenario, row.backend) for row in rows] == [
+        (PROJECTION_SCENARIO, "memory"),
+        (LATENCY_SCENARIO, "memory"),
+    ]
+    check_projection_row(rows[0], QUICK.projection_repeats, QUICK.projection_theirs_repeats)
+    check_latency_row(rows[1], 10)
+    assert "| 7 projection catch-up | memory" in format_table(rows)
+
+
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+def test_projection_scenarios_on_a_durable_store(backend: str, tmp_path: Path) -> None:
+    require_backend(backend)
+    # Two runs a side: each needs a projection (and a view) that starts from the first event.
+    settings = replace(QUICK, projection_repeats=2, projection_theirs_repeats=2, **SMALL_SUBSCRIPTIONS)
+    stores = Stores(postgres_url=postgres_base_url(), tmpdir=str(tmp_path))
+    try:
+        rows = run_subscription_scenarios(backend, stores, settings, Progress(enabled=False))
+    finally:
+        stores.cleanup()
+
+    check_projection_row(rows[0], 2, 2)
+    check_latency_row(rows[1], 10)
+    assert {row.backend for row in rows} == {backend}
+
+
+def test_the_projection_target_runs_scenario_7_only(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["projection", "memory", "--quick", "--projection-events", "150", "--quiet"])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "| 7 projection catch-up | memory" in out and "| 7r reactor latency    | memory" in out
+    assert "| 1 single append" not in out and "| 4 replay" not in out
+    assert "150 stored events" in out
+
+
+def test_projection_target_and_options() -> None:
+    args = parse_args(["projection", "--projection-events", "5000", "--repeats", "4"])
+
+    assert backends_of(args.targets) == (["memory", "sqlite", "postgresql"], False)
+    assert projection_only(args.targets)
+    assert backends_of(["projection", "sqlite"]) == (["sqlite"], False)
+    assert not projection_only(["sqlite"]) and not projection_only(["projection", "all"])
+    settings = settings_from(args)
+    assert settings.projection_events == 5000 and settings.projection_repeats == 4
+    assert settings.projection_theirs_repeats == 1
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]
+
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_interleave_takes_turns_and_runs_each_side_its_number_of_times() -> None:
+    calls: list[str] = []
+
+    def side(name: str) -> Callable[[], float]:
+        def measure() -> float:
+            calls.append(name)
+            return float(len(calls))
+
+        return measure
+
+    samples = interleave([("ours", 3, side("ours")), ("theirs", 1, side("theirs"))])
+
+    assert calls == ["ours", "theirs", "ours", "ours"]
+    assert samples == {"ours": [1.0, 3.0, 4.0], "theirs": [2.0]}
