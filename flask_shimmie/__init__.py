@@ -26,6 +26,7 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
     StreamVersionError,
+    TooManyStreamsError,
     TooManyWaitersError,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, ExpectedVersion, NewEvent
@@ -61,6 +62,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamNotFoundError",
     "StreamVersionError",
+    "TooManyStreamsError",
     "TooManyWaitersError",
     "current_stack",
     "event_recorded",

@@ -19,6 +19,7 @@ from werkzeug.exceptions import BadRequest, Forbidden
 from .auth import get_identity, guarded_by, require
 from .errors import StoreUnavailableError
 from .recording import parse_position
+from .sse import add_event_stream_route
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -151,4 +152,5 @@ def create_admin_blueprint() -> Blueprint:
         """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
+    add_event_stream_route(admin)
     return admin

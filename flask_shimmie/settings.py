@@ -23,7 +23,16 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SEQ_WAIT_TIMEOUT": 5.0,
     "SHIMMIE_MAX_SEQ_WAITERS": 16,
     "SHIMMIE_SNAPSHOT_EVERY": 10_000,
+    "SHIMMIE_SSE_HEARTBEAT": 15.0,
+    "SHIMMIE_SSE_MAX_CLIENTS": 32,
+    "SHIMMIE_SSE_ACCESS": "admin",
 }
+
+#: The longest pause between an idle event stream's heartbeats (seconds).
+MAX_HEARTBEAT = 3600
+
+#: Who may open ``<admin>/events/stream`` (see :mod:`flask_shimmie.sse`).
+SSE_ACCESS = ("admin", "authenticated")
 
 
 def normalise_prefix(value: str, key: str = "SHIMMIE_API_VERSION") -> str:
@@ -49,6 +58,12 @@ class Settings:
     seq_wait_timeout: float
     max_seq_waiters: int
     snapshot_every: int
+    #: Seconds between heartbeat comments on an idle event stream.
+    sse_heartbeat: float = 15.0
+    #: Event streams one process serves at a time.
+    sse_max_clients: int = 32
+    #: ``"admin"`` or ``"authenticated"``: who may open an event stream.
+    sse_access: str = "admin"
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -90,6 +105,26 @@ class Settings:
             raise ConfigurationError(
                 f"SHIMMIE_SNAPSHOT_EVERY = {every!r} must be a number of events (0 or None: no snapshots)."
             )
+        heartbeat = config["SHIMMIE_SSE_HEARTBEAT"]
+        if (
+            not isinstance(heartbeat, (int, float))
+            or isinstance(heartbeat, bool)
+            or not 0 < heartbeat <= MAX_HEARTBEAT
+        ):
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_HEARTBEAT = {heartbeat!r} must be seconds > 0 (at most 3600)."
+            )
+        clients = config["SHIMMIE_SSE_MAX_CLIENTS"]
+        if not isinstance(clients, int) or isinstance(clients, bool) or clients < 0:
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_MAX_CLIENTS = {clients!r} must be a number of streams >= 0 (0: none)."
+            )
+        access = config["SHIMMIE_SSE_ACCESS"]
+        if access not in SSE_ACCESS:
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_ACCESS = {access!r} must be 'admin' (the admin authorizer admits; PII "
+                "merged) or 'authenticated' (any identity; PII merged only for admins)."
+            )
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -105,4 +140,7 @@ class Settings:
             seq_wait_timeout=float(timeout),
             max_seq_waiters=waiters,
             snapshot_every=every,
+            sse_heartbeat=float(heartbeat),
+            sse_max_clients=clients,
+            sse_access=access,
         )
