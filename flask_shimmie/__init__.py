@@ -7,6 +7,8 @@ that subscribe to it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .auth import (
     AuthorizationNotImplemented,
     any_identity,
@@ -27,6 +29,7 @@ from .errors import (
     StreamNotFoundError,
     StreamVersionError,
     SubscriptionResetError,
+    TooManyStreamsError,
     TooManyWaitersError,
     UnknownSubscriptionError,
 )
@@ -36,6 +39,24 @@ from .loading import Loaded
 from .models import Model, subscribe
 from .projections import Projection
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
+
+if TYPE_CHECKING:
+    from .sinks import NatsJetStreamSink, RabbitMqSink
+
+#: Names served from a submodule imported on first access, so that importing the
+#: package imports no broker client (see :mod:`flask_shimmie.sinks`).
+_LAZY = {"NatsJetStreamSink": ".sinks", "RabbitMqSink": ".sinks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ANY",
@@ -54,10 +75,12 @@ __all__ = [
     "InvalidEventError",
     "Loaded",
     "Model",
+    "NatsJetStreamSink",
     "NewEvent",
     "ObjectLockedError",
     "PiiNotConfiguredError",
     "Projection",
+    "RabbitMqSink",
     "ReplayError",
     "SequenceTimeoutError",
     "ShimmieError",
@@ -65,6 +88,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamNotFoundError",
     "StreamVersionError",
+    "TooManyStreamsError",
     "TooManyWaitersError",
     "SubscriptionResetError",
     "UnknownSubscriptionError",

@@ -20,6 +20,7 @@ from .admin_subscriptions import add_subscription_routes
 from .auth import get_identity, guarded_by, require
 from .errors import StoreUnavailableError
 from .recording import parse_position
+from .sse import add_event_stream_route
 from .subscription_control import degraded as degraded_subscriptions
 
 if TYPE_CHECKING:
@@ -157,4 +158,5 @@ def create_admin_blueprint() -> Blueprint:
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})
 
     add_subscription_routes(admin, _admin_only)
+    add_event_stream_route(admin)
     return admin

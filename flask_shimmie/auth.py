@@ -71,6 +71,16 @@ def get_identity() -> Any:
     return _identity()
 
 
+def forget_identity() -> None:
+    """Forget the current request's identity and admission, so the next use authenticates again.
+
+    For a response that outlives its start, such as an event stream, to
+    check that its caller is still who they were.
+    """
+    g.pop("_shimmie_identity", None)
+    g.pop("_shimmie_admitted", None)
+
+
 #: The identity the authenticator returned for this request (a proxy to
 #: ``None`` when there is none: test it with ``if not current_identity``).
 current_identity: Any = LocalProxy(_identity)

@@ -134,6 +134,21 @@ class TooManyWaitersError(HTTPShimmieError, ServiceUnavailable):
         self.retry_after = 1
 
 
+class TooManyStreamsError(HTTPShimmieError, ServiceUnavailable):
+    """``SHIMMIE_SSE_MAX_CLIENTS`` event streams are open in this process already (HTTP 503).
+
+    The response carries ``Retry-After: 5``; another process of the
+    deployment may have room.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"This process serves {limit} event streams already (SHIMMIE_SSE_MAX_CLIENTS); try again later."
+        )
+        self.retry_after = 5
+
+
 class SequenceTimeoutError(HTTPShimmieError, ServiceUnavailable):
     """A position asked for with ``X-Seq-Num-Min`` was not applied in time."""
 

@@ -657,17 +657,21 @@ class ShimmieStack:
         *,
         stream_ids: str | Collection[str] | None = None,
         event_names: str | Collection[str] | None = None,
+        with_pii: bool = True,
     ) -> list[Event]:
         """Stored events after position ``after`` (at most ``limit``), PII merged.
 
         ``stream_ids`` / ``event_names`` filter (a name or a list of names).
+        With ``with_pii=False`` the PII fields hold the anonymised values an
+        erasure leaves (``""``, ``0``, ...), for readers that must not see PII.
         """
         after = check_position(after, "after")
         limit = None if limit is None else check_position(limit, "limit")
         ids = check_names(stream_ids, "stream_id")
         names = check_names(event_names, "event_name")
         state = self._state()
-        return state.decode(state.event_store.read(after, limit, stream_ids=ids, event_names=names))
+        rows = state.event_store.read(after, limit, stream_ids=ids, event_names=names)
+        return state.decode(rows, with_pii=with_pii)
 
     def erase_pii(self, stream_id: str, *, expected_version: Expected = ANY, vacuum: bool = False) -> int:
         """Erase every event's PII on ``stream_id`` for good; return how many events it erased.

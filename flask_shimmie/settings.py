@@ -28,7 +28,16 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SUBSCRIPTION_MAX_LAG": 1000,
     "SHIMMIE_METRICS": False,
     "SHIMMIE_METRICS_PUBLIC": False,
+    "SHIMMIE_SSE_HEARTBEAT": 15.0,
+    "SHIMMIE_SSE_MAX_CLIENTS": 32,
+    "SHIMMIE_SSE_ACCESS": "admin",
 }
+
+#: The longest pause between an idle event stream's heartbeats (seconds).
+MAX_HEARTBEAT = 3600
+
+#: Who may open ``<admin>/events/stream`` (see :mod:`flask_shimmie.sse`).
+SSE_ACCESS = ("admin", "authenticated")
 
 
 def normalise_prefix(value: str, key: str = "SHIMMIE_API_VERSION") -> str:
@@ -62,6 +71,12 @@ class Settings:
     subscription_max_lag: int | None = 1000
     metrics: bool = False
     metrics_public: bool = False
+    #: Seconds between heartbeat comments on an idle event stream.
+    sse_heartbeat: float = 15.0
+    #: Event streams one process serves at a time.
+    sse_max_clients: int = 32
+    #: ``"admin"`` or ``"authenticated"``: who may open an event stream.
+    sse_access: str = "admin"
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -121,6 +136,26 @@ class Settings:
                 "(no limit)."
             )
         metrics, metrics_public = _metrics_flags(config)
+        heartbeat = config["SHIMMIE_SSE_HEARTBEAT"]
+        if (
+            not isinstance(heartbeat, (int, float))
+            or isinstance(heartbeat, bool)
+            or not 0 < heartbeat <= MAX_HEARTBEAT
+        ):
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_HEARTBEAT = {heartbeat!r} must be seconds > 0 (at most 3600)."
+            )
+        clients = config["SHIMMIE_SSE_MAX_CLIENTS"]
+        if not isinstance(clients, int) or isinstance(clients, bool) or clients < 0:
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_MAX_CLIENTS = {clients!r} must be a number of streams >= 0 (0: none)."
+            )
+        access = config["SHIMMIE_SSE_ACCESS"]
+        if access not in SSE_ACCESS:
+            raise ConfigurationError(
+                f"SHIMMIE_SSE_ACCESS = {access!r} must be 'admin' (the admin authorizer admits; PII "
+                "merged) or 'authenticated' (any identity; PII merged only for admins)."
+            )
         store = config["SHIMMIE_EVENT_STORE"]
         if not isinstance(store, str):
             raise ConfigurationError(f"SHIMMIE_EVENT_STORE = {store!r} must be a store URL string.")
@@ -141,6 +176,9 @@ class Settings:
             subscription_max_lag=max_lag,
             metrics=metrics,
             metrics_public=metrics_public,
+            sse_heartbeat=float(heartbeat),
+            sse_max_clients=clients,
+            sse_access=access,
         )
 
 

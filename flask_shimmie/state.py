@@ -207,9 +207,13 @@ class AppState:
         self.start_lock = threading.RLock()
         self.dispatcher.after_fork()
 
-    def decode(self, events: list[Event]) -> list[Event]:
-        """Make stored events deliverable: PII merged back, payloads upcast."""
-        events = self.merge_pii(events)
+    def decode(self, events: list[Event], *, with_pii: bool = True) -> list[Event]:
+        """Make stored events deliverable: PII merged back, payloads upcast.
+
+        Without ``with_pii``, PII fields keep their placeholders (the values an
+        erasure leaves) while ``pii_erased`` is still set where it applies.
+        """
+        events = self.merge_pii(events, with_values=with_pii)
         types = self.registry.types
         if types.upcasters:
             events = [
@@ -220,8 +224,8 @@ class AppState:
             ]
         return events
 
-    def merge_pii(self, events: list[Event]) -> list[Event]:
-        """Put PII back into stored events; mark those whose PII was erased."""
+    def merge_pii(self, events: list[Event], *, with_values: bool = True) -> list[Event]:
+        """Put PII back into stored events (unless not ``with_values``); mark those whose PII was erased."""
         wanted = [event.event_id for event in events if event.pii_fields]
         if not wanted:
             return events
@@ -232,7 +236,7 @@ class AppState:
                 values = found.get(event.event_id)
                 if values is None:
                     event = dataclasses.replace(event, pii_erased=True)
-                else:
+                elif with_values:
                     merge_pii(event.data, json.loads(values))
             merged.append(event)
         return merged
