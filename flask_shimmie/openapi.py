@@ -151,6 +151,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     )
     assert plugin.converter is not None  # set by init_spec
     plugin.converter.add_attribute_function(_pii_attribute)  # type: ignore[no-untyped-call]
+    plugin.converter.add_parameter_attribute_function(_allow_empty)
     _add_components(spec, state)
     tags = {blueprint: name for blueprint, name in state.registry.processors.items()}
     tags[ADMIN_BLUEPRINT] = ADMIN_TAG
@@ -231,6 +232,14 @@ def _schema_description(schema: Schema) -> str:
 def _pii_attribute(self: Any, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
     """``x-pii: true`` on a field marked ``metadata={"pii": True}``."""
     return {"x-pii": True} if field.metadata.get("pii") else {}
+
+
+def _allow_empty(self: Any, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
+    """``allowEmptyValue`` on a parameter whose field says ``metadata={"allowEmptyValue": True}``.
+
+    For a query parameter whose empty value (``?after=``) means its default.
+    """
+    return {"allowEmptyValue": True} if field.metadata.get("allowEmptyValue") else {}
 
 
 # -- operations ---------------------------------------------------------------
