@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, request, url_for
 
-from flask_shimmie import NO_STREAM, StreamVersionError, authorize
+from flask_shimmie import NO_STREAM, InvalidEventError, StreamVersionError, authorize
 
 from .auth import is_editor
 from .model import SongList, renamed
@@ -105,6 +105,10 @@ def erase_submitter(song_id: str) -> dict[str, Any]:
     loaded = stack.load(SongList, song_id)
     if loaded is not None:
         return {"erased_events": loaded.erase_pii()}
-    if not stack.history(song_id, event_names=["SONG_DELETED"])["history"]:
+    try:
+        deleted = stack.history(song_id, event_names=["SONG_DELETED"])["history"]
+    except InvalidEventError:  # an id no stream can have (a NUL, too long): no such song
+        deleted = []
+    if not deleted:
         abort(404, _no_song(song_id))
     return {"erased_events": stack.erase_pii(song_id)}

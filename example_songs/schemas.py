@@ -32,10 +32,27 @@ YEAR_JSON_SCHEMA: dict[str, Any] = {
 }
 
 
+def whole(value: Any) -> Any:
+    """``3.0`` as ``3``: JSON (and so JSON Schema's ``integer``) does not tell them apart."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class WholeNumber(fields.Integer):
+    """A JSON whole number: ``3`` or ``3.0``, never ``"3"``, ``true`` or ``3.5``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> int:
+        return super()._validated(whole(value))
+
+
 class Year(fields.Field[Any]):
     """A year given as a string (as ShimmieStack's example does) or an int; kept as given.
 
-    A number must be a whole number from 1 to 9999; a string must be
+    A number must be a whole number from 1 to 9999 (``1971.0`` is ``1971``); a string must be
     non-blank and at most 20 characters (``"1971"``, ``"MMXV"``, ``"c. 1950"``).
     The API description says as much (:data:`YEAR_JSON_SCHEMA`).
     """
@@ -45,6 +62,7 @@ class Year(fields.Field[Any]):
         super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        value = whole(value)
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise ValidationError("A year is a string or a whole number.")
         if isinstance(value, int):
@@ -84,19 +102,28 @@ class RenameRequest(Schema):
     """``PUT /v1/songs/<id>``: the new title and the version the client saw."""
 
     title = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    version = WholeNumber(required=True, validate=validate.Range(min=1))
 
 
 class PageQuery(Schema):
-    """``GET /v1/songs?after=&limit=``: where a page starts, and its size (parsed by the view)."""
+    """``GET /v1/songs?after=&limit=``: where a page starts, and its size (parsed by the view).
+
+    An empty value (``?after=``) is the default.
+    """
 
     after = fields.Integer(
         validate=validate.Range(min=0, max=MAX_CURSOR),
-        metadata={"description": "The cursor: songs posted after this position (0, the default: the first)."},
+        metadata={
+            "description": "The cursor: songs posted after this position (0, the default: the first).",
+            "allowEmptyValue": True,
+        },
     )
     limit = fields.Integer(
         validate=validate.Range(min=1, max=MAX_PAGE),
-        metadata={"description": f"At most this many songs ({DEFAULT_PAGE} by default)."},
+        metadata={
+            "description": f"At most this many songs ({DEFAULT_PAGE} by default).",
+            "allowEmptyValue": True,
+        },
     )
 
 
