@@ -24,6 +24,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "SHIMMIE_CORS": {"origins": "http://localhost:3000", "supports_credentials": True},
     "SHIMMIE_ENFORCE_AUTHORIZATION": True,
     "SHIMMIE_ADMIN_URL": "/admin",
+    "SHIMMIE_OPENAPI": True,
+    "SHIMMIE_OPENAPI_TITLE": "Songs",
     "SONGS_TOKENS": DEMO_TOKENS,
 }
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, request, url_for
 
-from flask_shimmie import NO_STREAM, StreamVersionError, authorize
+from flask_shimmie import NO_STREAM, InvalidEventError, StreamVersionError, authorize
 
 from .auth import is_editor
 from .model import SongList, renamed
-from .schemas import RenameRequest
+from .schemas import Erased, RenameRequest, Song, SongCreated
 from .stack import stack
 
 song_command = Blueprint("song_command", __name__)
@@ -35,6 +35,15 @@ def _no_song(song_id: str) -> str:
 
 @song_command.post("")
 @authorize(is_editor)
+@stack.doc(requestBody={"required": True, "content": {"application/json": {"schema": SongCreated}}})
+@stack.response(
+    201,
+    {"type": "string", "const": "Created"},
+    content_type="text/plain",
+    headers={
+        "Location": {"required": True, "description": "The new song's URL.", "schema": {"type": "string"}}
+    },
+)
 def create_song() -> Response:
     """Record ``SONG_CREATED`` on a new stream; 201 ``Created`` with a ``Location``."""
     body = request.get_json()
@@ -48,6 +57,7 @@ def create_song() -> Response:
 @song_command.put("/<song_id>")
 @authorize(is_editor)
 @stack.arguments(RenameRequest)
+@stack.response(200, Song)
 def rename_song(rename: dict[str, Any], song_id: str) -> dict[str, Any]:
     """Record ``SONG_RENAMED`` if the song is still at ``version``; 409 when stale.
 
@@ -65,6 +75,7 @@ def rename_song(rename: dict[str, Any], song_id: str) -> dict[str, Any]:
 
 @song_command.delete("/<song_id>")
 @authorize(is_editor)
+@stack.response(204, description="Deleted, and the submitter's personal data erased")
 def delete_song(song_id: str) -> tuple[str, int]:
     """Record ``SONG_DELETED``, then erase the submitter's personal data; 404 for an unknown song.
 
@@ -82,6 +93,7 @@ def delete_song(song_id: str) -> tuple[str, int]:
 
 @song_command.delete("/<song_id>/submitter")
 @authorize(is_editor)
+@stack.response(200, Erased)
 def erase_submitter(song_id: str) -> dict[str, Any]:
     """Erase the personal data of the song's submitter for good (GDPR).
 
@@ -93,6 +105,10 @@ def erase_submitter(song_id: str) -> dict[str, Any]:
     loaded = stack.load(SongList, song_id)
     if loaded is not None:
         return {"erased_events": loaded.erase_pii()}
-    if not stack.history(song_id, event_names=["SONG_DELETED"])["history"]:
+    try:
+        deleted = stack.history(song_id, event_names=["SONG_DELETED"])["history"]
+    except InvalidEventError:  # an id no stream can have (a NUL, too long): no such song
+        deleted = []
+    if not deleted:
         abort(404, _no_song(song_id))
     return {"erased_events": stack.erase_pii(song_id)}

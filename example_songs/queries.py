@@ -11,13 +11,14 @@ from werkzeug.exceptions import BadRequest
 from flask_shimmie import any_identity, authorize
 
 from .model import SongList
+from .schemas import DEFAULT_PAGE, MAX_CURSOR, MAX_PAGE, PageQuery, Song
 from .stack import stack
 
 song_query = Blueprint("song_query", __name__)
 
 #: ``GET /v1/songs`` page size when ``limit`` is not given, and its largest value.
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+DEFAULT_LIMIT = DEFAULT_PAGE
+MAX_LIMIT = MAX_PAGE
 #: Digits a cursor may have: positions are 64-bit (19 digits).
 MAX_CURSOR_DIGITS = 19
 
@@ -40,6 +41,17 @@ def _whole_number(name: str, default: int, minimum: int, maximum: int) -> int:
 
 @song_query.get("")
 @authorize(any_identity)
+@stack.doc(parameters=[{"in": "query", "schema": PageQuery}])
+@stack.response(
+    200,
+    Song(many=True),
+    headers={
+        "Link": {
+            "description": 'The next page, when more follow: <...>; rel="next"',
+            "schema": {"type": "string"},
+        }
+    },
+)
 def list_songs() -> ResponseReturnValue:
     """A page of songs in the order posted: ``?after=<cursor>&limit=<n>`` (default 100, at most 1000).
 
@@ -48,7 +60,7 @@ def list_songs() -> ResponseReturnValue:
     position of the last song's ``SONG_CREATED`` event, so it stays valid
     when songs are deleted meanwhile.
     """
-    after = _whole_number("after", 0, 0, 2**63 - 1)
+    after = _whole_number("after", 0, 0, MAX_CURSOR)
     limit = _whole_number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     songs, cursor = stack.model(SongList).page(after, limit)
     response = jsonify(songs)
@@ -59,6 +71,7 @@ def list_songs() -> ResponseReturnValue:
 
 @song_query.get("/<song_id>")
 @authorize(any_identity)
+@stack.response(200, Song)
 def get_song(song_id: str) -> dict[str, Any]:
     """One song with its version; 404 if unknown."""
     song = stack.model(SongList).get(song_id)

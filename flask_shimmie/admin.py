@@ -16,8 +16,20 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden
 
+from .admin_schemas import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    STREAM_ID_PARAMETER,
+    EventsPage,
+    EventsQuery,
+    Health,
+    PiiErased,
+    Replayed,
+    StreamEvents,
+)
 from .admin_subscriptions import add_subscription_routes
 from .auth import get_identity, guarded_by, require
+from .declarations import doc, response
 from .errors import StoreUnavailableError
 from .recording import parse_position
 from .sse import add_event_stream_route
@@ -28,10 +40,6 @@ if TYPE_CHECKING:
     from .storage.interface import Backend
 
 logger = logging.getLogger(__name__)
-
-#: ``GET /events`` page size when ``limit`` is not given, and its maximum.
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 
 
 def _state() -> AppState:
@@ -87,6 +95,8 @@ def create_admin_blueprint() -> Blueprint:
     admin = Blueprint("shimmie_admin", __name__)
 
     @admin.get("/health")
+    @response(200, Health)
+    @response(503, Health, description="A store cannot be reached")
     def health() -> tuple[Response, int]:
         """Status of the app and its stores; 503 when a store cannot be reached.
 
@@ -124,6 +134,8 @@ def create_admin_blueprint() -> Blueprint:
 
     @admin.get("/events")
     @_admin_only
+    @doc(parameters=[{"in": "query", "schema": EventsQuery}])
+    @response(200, EventsPage)
     def events() -> Response:
         """Stored events in order: ``after``, ``limit`` (≤ 1000), filters ``stream`` and ``type``."""
         after = _int_arg("after", 0, 0)
@@ -138,6 +150,8 @@ def create_admin_blueprint() -> Blueprint:
 
     @admin.get("/streams/<stream_id>")
     @_admin_only
+    @doc(parameters=[STREAM_ID_PARAMETER])
+    @response(200, StreamEvents)
     def stream(stream_id: str) -> Response:
         """Every event of one stream (empty for an unknown stream)."""
         found = _state().stack.history(stream_id)["history"]
@@ -145,6 +159,7 @@ def create_admin_blueprint() -> Blueprint:
 
     @admin.post("/replay")
     @_admin_only
+    @response(200, Replayed)
     def replay() -> Response:
         """Rebuild the models from every stored event."""
         state = _state()
@@ -153,6 +168,8 @@ def create_admin_blueprint() -> Blueprint:
 
     @admin.post("/streams/<stream_id>/erase-pii")
     @_admin_only
+    @doc(parameters=[STREAM_ID_PARAMETER])
+    @response(200, PiiErased)
     def erase_pii(stream_id: str) -> Response:
         """Erase the PII of every event of the stream, for good; 404 for an unknown stream."""
         return jsonify({"erased_events": _state().stack.erase_pii(stream_id)})

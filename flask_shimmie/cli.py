@@ -239,3 +239,30 @@ def stats() -> None:
     click.echo(f"Last position:  {store.last_sequence_num()}")
     for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         click.echo(f"  {name}: {count}")
+
+
+@shimmie_cli.command("openapi")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8", atomic=True),
+    default="-",
+    show_default=True,
+    help="Write the document to this file (- for stdout).",
+)
+def openapi(output: Any) -> None:
+    """Write the app's OpenAPI 3.1 document (JSON), as /openapi.json serves it.
+
+    Works whether or not SHIMMIE_OPENAPI is on; needs apispec (the openapi extra).
+    """
+    from .apidocs import document_builder
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.extensions.get("shimmie") is None:
+        raise click.ClickException("No ShimmieStack is initialised on this app. Did you call init_app(app)?")
+    try:
+        document = document_builder()(app)
+    except ShimmieError as error:
+        raise click.ClickException(str(error)) from error
+    output.write(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    output.flush()

@@ -19,6 +19,9 @@ from werkzeug.local import LocalProxy
 
 from .auth import AuthorizationNotImplemented, undeclared_views
 from .cli import shimmie_cli
+from .declarations import NO_EXAMPLE, SchemaLike
+from .declarations import doc as declare_doc
+from .declarations import response as declare_response
 from .dispatch import Receiver
 from .errors import (
     PiiNotConfiguredError,
@@ -129,6 +132,12 @@ class ShimmieStack:
                 from .metrics import install_metrics
 
                 install_metrics(app, state, settings.admin_url, settings.metrics_public)
+        if settings.openapi.enabled:
+            from .apidocs import create_openapi_blueprint
+
+            app.register_blueprint(
+                create_openapi_blueprint(settings.openapi), url_prefix=settings.openapi.url_prefix or None
+            )
         self._apps.add(app)
 
     def set_logger(self, logger: logging.Logger) -> ShimmieStack:
@@ -163,6 +172,7 @@ class ShimmieStack:
             name.strip(), normalise_prefix(mount_point, "mount point"), blueprint, self._api_version
         )
         self._mounts.append(mount)
+        self.registry.processors.setdefault(blueprint.name, mount.name)
         for app in list(self._apps):
             self._register_mount(app, app.extensions["shimmie"].settings, mount)
         return self
@@ -398,6 +408,43 @@ class ShimmieStack:
         answers 422 with ``errors`` nested by location.
         """
         return arguments(schema, location)
+
+    def response(
+        self,
+        status: int | SchemaLike,
+        schema: SchemaLike | int | None = None,
+        *,
+        description: str | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, Any] | None = None,
+        example: Any = NO_EXAMPLE,
+    ) -> Callable[[F], F]:
+        """Decorate a view: declare that it answers ``status`` with a body ``schema`` describes.
+
+        For the API description (``SHIMMIE_OPENAPI``) only: the view is
+        returned unchanged and what it answers is what it returns (nothing is
+        dumped through ``schema``). ``response(200, SongSchema)`` as in
+        flask-smorest, or ``response(SongSchema, 200)``; ``schema=None`` for no
+        body; a JSON Schema dict for a body marshmallow does not describe
+        (``{"type": "string"}`` with ``content_type="text/plain"``). See
+        :func:`flask_shimmie.declarations.response`.
+        """
+        return declare_response(
+            status,
+            schema,
+            description=description,
+            content_type=content_type,
+            headers=headers,
+            example=example,
+        )
+
+    def doc(self, **fields: Any) -> Callable[[F], F]:
+        """Decorate a view: merge OpenAPI operation ``fields`` into its description (flask-smorest's ``doc``).
+
+        For what the stack cannot see, e.g. a body the view reads itself:
+        ``@stack.doc(requestBody={"content": {"application/json": {"schema": SongCreated}}})``.
+        """
+        return declare_doc(**fields)
 
     # -- lifecycle ------------------------------------------------------------
 

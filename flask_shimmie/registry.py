@@ -33,6 +33,8 @@ class Registry:
     authenticator: Callable[[], Any] | None = None
     #: ``check(identity) -> bool`` guarding the admin API (``@stack.admin_authorizer``).
     admin_authorizer: Callable[[Any], bool] | None = None
+    #: The name of each mounted processor, by its blueprint's name, in mount order.
+    processors: dict[str, str] = field(default_factory=dict)
 
     def add_subscription(self, subscription: Subscription) -> None:
         """Register ``subscription``; ValueError when its name is taken.

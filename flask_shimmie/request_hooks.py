@@ -171,6 +171,8 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         wanted = parse_seq_num_min(raw_min) if raw_min is not None else None
         if request.endpoint == "shimmie_admin.health":
             return  # health reports on the stores itself, even when they are down
+        if request.blueprint == "shimmie_openapi":
+            return  # the API description needs no store
         state.ready()  # starts the stack on the first request (SHIMMIE_AUTO_STARTUP)
         dispatcher = state.dispatcher
         if request.method in COMMAND_METHODS:

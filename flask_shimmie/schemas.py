@@ -11,6 +11,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnprocessableEntity
 
+from .declarations import arguments_declared
 from .errors import validation_messages
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,7 +143,8 @@ def arguments(schema: Schema | type[Schema], location: str = "json") -> Callable
     arguments follow as keywords, as flask-smorest does. Invalid data answers 422 with
     ``{"errors": {location: {field: [messages]}}}``. Unknown keys are refused in
     ``json`` and ``form`` (unless the schema says otherwise) and ignored
-    elsewhere; repeated query or form keys fill ``List`` fields.
+    elsewhere; repeated query or form keys fill ``List`` fields. The schema
+    is recorded on the view for the API description (:mod:`flask_shimmie.openapi`).
     """
     instance = schema() if isinstance(schema, type) else schema
     if not isinstance(instance, Schema):
@@ -163,7 +165,7 @@ def arguments(schema: Schema | type[Schema], location: str = "json") -> Callable
                 raise _unprocessable(location, validation_messages(error)) from None
             return view(*args, loaded, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return arguments_declared(wrapper, instance, location)  # type: ignore[return-value]
 
     return decorator
 

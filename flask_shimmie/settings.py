@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Config
@@ -31,6 +32,14 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SSE_HEARTBEAT": 15.0,
     "SHIMMIE_SSE_MAX_CLIENTS": 32,
     "SHIMMIE_SSE_ACCESS": "admin",
+    "SHIMMIE_OPENAPI": False,
+    "SHIMMIE_OPENAPI_URL_PREFIX": "",
+    "SHIMMIE_OPENAPI_DOCS": True,
+    "SHIMMIE_OPENAPI_TITLE": None,
+    "SHIMMIE_OPENAPI_VERSION": "1.0.0",
+    "SHIMMIE_OPENAPI_SERVERS": None,
+    "SHIMMIE_OPENAPI_SECURITY_SCHEMES": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+    "SHIMMIE_OPENAPI_OPTIONS": None,
 }
 
 #: The longest pause between an idle event stream's heartbeats (seconds).
@@ -39,6 +48,13 @@ MAX_HEARTBEAT = 3600
 #: Who may open ``<admin>/events/stream`` (see :mod:`flask_shimmie.sse`).
 SSE_ACCESS = ("admin", "authenticated")
 
+#: The kinds of security scheme OpenAPI 3.1 knows.
+SECURITY_SCHEME_TYPES = frozenset({"apiKey", "http", "mutualTLS", "oauth2", "openIdConnect"})
+#: What a component name may be, in OpenAPI.
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+#: Root fields of the document that the stack writes itself.
+OWN_ROOT_FIELDS = frozenset({"openapi", "paths"})
+
 
 def normalise_prefix(value: str, key: str = "SHIMMIE_API_VERSION") -> str:
     """``" v1/ "`` → ``"/v1"``; ``""`` stays ``""``."""
@@ -46,6 +62,112 @@ def normalise_prefix(value: str, key: str = "SHIMMIE_API_VERSION") -> str:
         raise ConfigurationError(f"{key} = {value!r} must be a string such as '/v1'.")
     value = value.strip().strip("/")
     return f"/{value}" if value else ""
+
+
+@dataclass(frozen=True)
+class OpenApiSettings:
+    """The validated ``SHIMMIE_OPENAPI*`` values: whether and how the API description is served."""
+
+    #: Serve ``<url_prefix>/openapi.json`` (and ``<url_prefix>/docs`` when ``docs``).
+    enabled: bool = False
+    url_prefix: str = ""
+    docs: bool = True
+    #: ``None``: the app's name.
+    title: str | None = None
+    version: str = "1.0.0"
+    #: Server objects, ``{"url": ..., "description"?: ...}``.
+    servers: tuple[Mapping[str, Any], ...] = ()
+    #: Security scheme objects by component name; views with ``@authorize`` accept any of them.
+    security_schemes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Merged into the document's root (``info.description``, ``externalDocs``, ``tags``, ...).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> OpenApiSettings:
+        """Validate the ``SHIMMIE_OPENAPI*`` keys of ``config`` (defaults already filled in)."""
+        enabled = _flag(config, "SHIMMIE_OPENAPI")
+        docs = _flag(config, "SHIMMIE_OPENAPI_DOCS")
+        title = config["SHIMMIE_OPENAPI_TITLE"]
+        if title is not None and not (isinstance(title, str) and title.strip()):
+            raise ConfigurationError(
+                f"SHIMMIE_OPENAPI_TITLE = {title!r} must be a non-empty string, or None for the app's name."
+            )
+        version = config["SHIMMIE_OPENAPI_VERSION"]
+        if isinstance(version, (int, float)) and not isinstance(version, bool):
+            version = str(version)  # FLASK_SHIMMIE_OPENAPI_VERSION=2 arrives as a number
+        if not (isinstance(version, str) and version.strip()):
+            raise ConfigurationError(
+                f"SHIMMIE_OPENAPI_VERSION = {version!r} must be the API's version, a string such as '1.0.0'."
+            )
+        options = config["SHIMMIE_OPENAPI_OPTIONS"]
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping) or not all(isinstance(key, str) for key in options):
+            raise ConfigurationError(
+                f"SHIMMIE_OPENAPI_OPTIONS = {options!r} must be a dict of OpenAPI root fields or None."
+            )
+        own = sorted(OWN_ROOT_FIELDS & set(options))
+        if own:
+            raise ConfigurationError(
+                f"SHIMMIE_OPENAPI_OPTIONS sets {', '.join(own)}, which the stack writes itself; remove it."
+            )
+        return cls(
+            enabled=enabled,
+            url_prefix=normalise_prefix(config["SHIMMIE_OPENAPI_URL_PREFIX"], "SHIMMIE_OPENAPI_URL_PREFIX"),
+            docs=docs,
+            title=title.strip() if title is not None else None,
+            version=version.strip(),
+            servers=_servers(config["SHIMMIE_OPENAPI_SERVERS"]),
+            security_schemes=_security_schemes(config["SHIMMIE_OPENAPI_SECURITY_SCHEMES"]),
+            options=dict(options),
+        )
+
+
+def _flag(config: Config, key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} = {value!r} must be True or False.")
+    return value
+
+
+def _servers(value: Any) -> tuple[Mapping[str, Any], ...]:
+    key = "SHIMMIE_OPENAPI_SERVERS"
+    if value is None:
+        return ()
+    if isinstance(value, (str, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ConfigurationError(
+            f"{key} = {value!r} must be a list of server URLs or {{'url': ..., 'description': ...}} dicts."
+        )
+    servers: list[Mapping[str, Any]] = []
+    for server in value:
+        if isinstance(server, str):
+            server = {"url": server}
+        url = server.get("url") if isinstance(server, Mapping) else None
+        if not (isinstance(url, str) and url.strip()):
+            raise ConfigurationError(f"{key}: {server!r} is not a server URL or a dict with a 'url'.")
+        servers.append(dict(server))
+    return tuple(servers)
+
+
+def _security_schemes(value: Any) -> Mapping[str, Mapping[str, Any]]:
+    key = "SHIMMIE_OPENAPI_SECURITY_SCHEMES"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{key} = {value!r} must be a dict of security scheme objects by name, "
+            "e.g. {'bearerAuth': {'type': 'http', 'scheme': 'bearer'}}, or None."
+        )
+    for name, scheme in value.items():
+        if not (isinstance(name, str) and COMPONENT_NAME.match(name)):
+            raise ConfigurationError(f"{key}: {name!r} is not a component name (letters, digits, . _ -).")
+        kind = scheme.get("type") if isinstance(scheme, Mapping) else None
+        if kind not in SECURITY_SCHEME_TYPES:
+            raise ConfigurationError(
+                f"{key}[{name!r}] = {scheme!r} must be a security scheme object whose 'type' is one of "
+                f"{', '.join(sorted(SECURITY_SCHEME_TYPES))}."
+            )
+    return {name: dict(scheme) for name, scheme in value.items()}
 
 
 @dataclass(frozen=True)
@@ -77,6 +199,7 @@ class Settings:
     sse_max_clients: int = 32
     #: ``"admin"`` or ``"authenticated"``: who may open an event stream.
     sse_access: str = "admin"
+    openapi: OpenApiSettings = field(default_factory=OpenApiSettings)
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -179,6 +302,7 @@ class Settings:
             sse_heartbeat=float(heartbeat),
             sse_max_clients=clients,
             sse_access=access,
+            openapi=OpenApiSettings.from_config(config),
         )
 
 
