@@ -135,7 +135,10 @@ class ShimmieTester:
 
     @contextmanager
     def projection_db(self) -> Iterator[Any]:
-        """A read connection to the projections' tables (see :meth:`~flask_shimmie.ShimmieStack.projection_db`)."""
+        """A read connection to the projections' tables.
+
+        See :meth:`~flask_shimmie.ShimmieStack.projection_db`.
+        """
         with self.app.app_context(), self.stack.projection_db() as db:
             yield db
 
