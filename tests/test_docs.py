@@ -15,6 +15,7 @@ import click
 import pytest
 from flask import Flask
 
+import flask_shimmie
 from flask_shimmie.cli import shimmie_cli
 from flask_shimmie.settings import DEFAULTS
 
@@ -86,18 +87,20 @@ def test_the_docs_build_with_warnings_as_errors_and_show_every_page(built: Path)
         assert not missing, f"{page}.html lacks {missing}"
 
 
-def test_the_api_reference_documents_every_public_name(built: Path) -> None:
-    import flask_shimmie
+def _documented_as(html: str, name: str) -> bool:
+    """Whether ``flask_shimmie.<name>`` is documented, as such or under the module that defines it."""
+    if f'id="flask_shimmie.{name}"' in html:
+        return True
+    # Names whose ``#:`` comments live in their own module are documented there.
+    for module in re.findall(rf'id="(flask_shimmie\.[a-z_.]+)\.{re.escape(name)}"', html):
+        if getattr(importlib.import_module(module), name, None) is getattr(flask_shimmie, name):
+            return True
+    return False
 
+
+def test_the_api_reference_documents_every_public_name(built: Path) -> None:
     html = (built / "api.html").read_text(encoding="utf-8")
-    undocumented = [name for name in flask_shimmie.__all__ if f'id="flask_shimmie.{name}"' not in html]
-    # Names documented under the module that defines them (their comments live there).
-    undocumented = [
-        name
-        for name in undocumented
-        if not re.search(rf'id="flask_shimmie\.[a-z_.]+\.{re.escape(name)}"', html)
-    ]
-    assert undocumented == []
+    assert [name for name in flask_shimmie.__all__ if not _documented_as(html, name)] == []
     for method in ("record_event", "record_events", "erase_pii", "reactor", "register_projection"):
         assert f'id="flask_shimmie.ShimmieStack.{method}"' in html
 
