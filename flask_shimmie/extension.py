@@ -229,7 +229,7 @@ class ShimmieStack:
     def load(self, model_cls: type[Model], stream_id: str) -> Loaded | None:
         """``model_cls``'s entry for ``stream_id`` with the stream version it reflects, or ``None``.
 
-        The model implements :meth:`~flask_shimmie.models.Model.load_entry`.
+        The model implements :meth:`~flask_shimmie.Model.load_entry`.
         The entry is deep-copied while no event is being applied, so
         ``.value`` is consistent and private; ``.record(...)`` records
         against ``.version``, and raises
@@ -427,7 +427,7 @@ class ShimmieStack:
         flask-smorest, or ``response(SongSchema, 200)``; ``schema=None`` for no
         body; a JSON Schema dict for a body marshmallow does not describe
         (``{"type": "string"}`` with ``content_type="text/plain"``). See
-        :func:`flask_shimmie.declarations.response`.
+        ``flask_shimmie.declarations.response``.
         """
         return declare_response(
             status,
@@ -731,14 +731,14 @@ class ShimmieStack:
         SQLite nothing readable is left; on PostgreSQL a plain VACUUM runs,
         or, with ``vacuum``, a VACUUM FULL of the PII table, which guarantees
         the table's files hold no copy but locks the table while it rewrites
-        it (see :meth:`~flask_shimmie.storage.interface.Backend.purge_residue`).
+        it (see ``flask_shimmie.storage.interface.Backend.purge_residue``).
 
         With ``expected_version``, nothing is erased unless the stream is at
         that version: :class:`StreamVersionError` (409) otherwise. The
         ``shimmie.pii_erased`` event is recorded against the version read just
         before erasing, so it always directly follows the events whose PII is
         gone; when another write lands meanwhile, the erasure is done again
-        and recorded against the new version (up to :data:`ERASE_ATTEMPTS`
+        and recorded against the new version (up to ``ERASE_ATTEMPTS``
         times, then :class:`StreamVersionError`).
 
         Raises :class:`StreamNotFoundError` (404) for a stream without events,

@@ -9,7 +9,7 @@ that version, so a write that landed in between makes the record fail with
 :class:`~flask_shimmie.errors.StreamVersionError` (409) instead.
 
 The entry and its version come from the model's
-:meth:`~flask_shimmie.models.Model.load_entry`, called only here, so models
+:meth:`~flask_shimmie.Model.load_entry`, called only here, so models
 that do not use loading pay nothing, and delivery and replay do no extra work.
 """
 
@@ -87,7 +87,7 @@ def load_entry(stack: ShimmieStack, state: AppState, model_cls: type[Model], str
 
     The instance is looked up under the dispatch lock too: a replay swaps
     fresh instances in under it. Raises :class:`TypeError` for a model without
-    :meth:`~flask_shimmie.models.Model.load_entry` or one whose answer is not
+    :meth:`~flask_shimmie.Model.load_entry` or one whose answer is not
     ``(value, version >= 1)``, and :class:`LookupError` for an unregistered model.
     """
     if not (isinstance(model_cls, type) and issubclass(model_cls, Model)):

@@ -11,7 +11,7 @@ from flask import Config
 
 from .errors import ConfigurationError
 
-#: Every key with its default, in the order the README's table lists them.
+#: Every key with its default, in the order the table of ``docs/configuration.md`` lists them.
 DEFAULTS: dict[str, Any] = {
     "SHIMMIE_EVENT_STORE": "memory://",
     "SHIMMIE_PII_STORE": None,

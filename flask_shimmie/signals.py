@@ -11,7 +11,7 @@ from blinker import Namespace
 _signals = Namespace()
 
 #: Sent after an event recorded by this process is stored and applied to the
-#: models here. Keyword argument: ``event`` (the :class:`Event`).
+#: models here. Keyword argument: ``event`` (the :class:`~flask_shimmie.Event`).
 event_recorded = _signals.signal("shimmie.event-recorded")
 #: Sent before a replay rebuilds the models. Keyword argument: ``from_sequence``.
 replay_started = _signals.signal("shimmie.replay-started")

@@ -135,7 +135,10 @@ class ShimmieTester:
 
     @contextmanager
     def projection_db(self) -> Iterator[Any]:
-        """A read connection to the projections' tables (see :meth:`ShimmieStack.projection_db`)."""
+        """A read connection to the projections' tables.
+
+        See :meth:`~flask_shimmie.ShimmieStack.projection_db`.
+        """
         with self.app.app_context(), self.stack.projection_db() as db:
             yield db
 
@@ -143,7 +146,7 @@ class ShimmieTester:
     def apply(model: M, events: Iterable[Event | NewEvent]) -> M:
         """Apply events to ``model`` alone (no store, no other model) and return it.
 
-        :class:`NewEvent`\\ s get positions from 1 and per-stream versions.
+        :class:`~flask_shimmie.NewEvent`\\ s get positions from 1 and per-stream versions.
         """
         versions: dict[str, int] = {}
         handlers: dict[str, list[str]] = {}

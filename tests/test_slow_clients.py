@@ -2,7 +2,7 @@
 
 Each test opens many connections that trickle a request a byte at a time, the way a slowloris
 attack does, while a normal client polls ``/admin/health`` and ``GET /v1/songs/<id>`` on new
-connections. The deployment runs as the README says, on a free 127.0.0.1 port with a SQLite store
+connections. The deployment runs as ``docs/stores.md`` says, on a free 127.0.0.1 port with a SQLite store
 and a short header timeout, in a process group of its own that is always stopped. A control test
 runs the same attack against ``gunicorn -c example_songs/gunicorn.conf.py`` alone, to show the
 attack is one that holds up a server whose application threads read the requests.

@@ -1,4 +1,4 @@
-"""The songs example, tested with the shimmie pytest fixture (as the README shows)."""
+"""The songs example, tested with the shimmie pytest fixture (as ``docs/testing.md`` shows)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A sink has one job: :meth:`Sink.publish` hands a batch of events to its
 broker and returns only once the broker confirmed every one of them (it
-raises :class:`SinkError` otherwise). Each message's id is the event's
+raises :class:`~flask_shimmie.sinks.SinkError` otherwise). Each message's id is the event's
 ``event_id``, so a broker or a consumer can drop a copy sent again after a
 failure; its body is the event as JSON (:meth:`Event.to_json`).
 

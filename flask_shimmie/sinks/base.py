@@ -35,7 +35,7 @@ class Sink(ABC):
     def publish(self, events: Sequence[Event]) -> None:
         """Publish ``events`` in order; return once the broker confirmed every one.
 
-        Raises :class:`SinkError` when one is not confirmed (refused, timed
+        Raises :class:`~flask_shimmie.sinks.SinkError` when one is not confirmed (refused, timed
         out, connection lost), and sends nothing more. Its ``event`` is where
         a retry starts: the events from there on may or may not have reached
         the broker (a sink that pipelines sends a few before it hears back),

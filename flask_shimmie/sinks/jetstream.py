@@ -113,7 +113,7 @@ class NatsJetStreamSink(Sink):
 
     ``timeout`` bounds connecting and each acknowledgement (seconds). The
     client does not reconnect on its own: a publish that meets a broken
-    connection raises :class:`SinkError`, and the next publish connects afresh.
+    connection raises :class:`~flask_shimmie.sinks.SinkError`, and the next publish connects afresh.
 
     Raises :class:`ImportError` naming the extra when nats-py is missing, and
     :class:`~flask_shimmie.ConfigurationError` for a bad template or stream name.
