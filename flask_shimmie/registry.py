@@ -45,7 +45,8 @@ class Registry:
             if known.name == subscription.name:
                 raise ValueError(
                     f"A subscription named {subscription.name!r} is already registered "
-                    f"({known.kind} {known.describe()}); reactors, projections and relays share one namespace."
+                    f"({known.kind} {known.describe()}); reactors, projections and relays share one "
+                    "namespace."
                 )
         self.subscriptions.append(subscription)
 
