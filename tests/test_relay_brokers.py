@@ -11,7 +11,8 @@ drops them by ``message_id``), and what it keeps must be every stored event, onc
   while (a :class:`~tests.brokers.TcpProxy` between relay and broker), with a relay that would stop
   after two failed tries if an outage counted as a failure;
 - across processes, on SQLite and PostgreSQL: the relaying process SIGKILLed while it publishes a
-  large backlog; a second process takes over and goes on from the stored position.
+  large backlog; a second process takes over and goes on from the stored position;
+- an event larger than the JetStream stream takes: parked after its tries, the others published.
 
 The brokers come from ``$SHIMMIE_TEST_NATS_URL`` / ``$SHIMMIE_TEST_RABBITMQ_URL`` (by default on
 127.0.0.1); a test whose broker does not answer is skipped, and fails in CI (``$CI``).
@@ -30,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import pytest
 from flask import Flask
 
 from flask_shimmie import Event, NewEvent, ShimmieStack
+from flask_shimmie import runner as runner_module
 from flask_shimmie.sinks import NatsJetStreamSink, RabbitMqSink, Sink
 from flask_shimmie.state import AppState
 from flask_shimmie.storage import event_store_from_url
@@ -46,7 +48,7 @@ from tests.backends import BACKENDS, DURABLE_BACKENDS, fresh_store_url, require_
 from tests.brokers import TcpProxy, require_nats, require_rabbitmq
 from tests.relay_app import RELAY
 from tests.serving import REPO_ROOT, group_members
-from tests.test_sink_nats import _delete_stream, _read_stream
+from tests.test_sink_nats import _add_stream, _delete_stream, _read_stream
 
 #: The subject / routing key template of every relay here (after the test's own prefix).
 TEMPLATE = "{event_name}.{stream_id}"
@@ -74,7 +76,6 @@ class Broker:
     destination: str
     prefix: str
     queue: str = ""
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def template(self) -> str:
@@ -406,3 +407,37 @@ def test_a_relay_process_sigkilled_mid_backlog_is_taken_over_and_nothing_is_lost
     # consumer gets them, and drops them by message_id.
     if broker.kind == "nats":
         assert copies == 0
+
+
+# -- an event the broker refuses ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats_broker() -> Iterator[Broker]:
+    yield from _nats()
+
+
+@pytest.mark.nats
+def test_an_event_too_large_for_the_stream_is_parked_and_the_others_go_on(
+    nats_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "RETRY_DELAY", 0.001)
+    broker = nats_broker
+    asyncio.run(_add_stream(broker.url, broker.destination, [f"{broker.prefix}.>"], max_msg_size=1000))
+    stack = ShimmieStack()
+    stack.relay(RELAY, broker.sink(), max_attempts=2)
+    app = Flask("relay_refused")
+    app.config.update(TESTING=True, SHIMMIE_EVENT_STORE="memory://")
+    stack.init_app(app)
+    with app.app_context():
+        small = stack.record_unchecked_event("s", "CREATED", {"n": 1})
+        big = stack.record_unchecked_event("s", "CREATED", {"blob": "x" * 2000})
+        after = stack.record_unchecked_event("s", "CREATED", {"n": 3})
+        assert stack.run_subscriptions() == {RELAY: 2}
+        state: AppState = app.extensions["shimmie"]
+        (parked,) = state.runner.store.parked(RELAY)
+    stack.shutdown(app)
+
+    assert (parked.event_id, parked.attempts) == (big.event_id, 2)
+    assert "maximum" in parked.error.lower() or "size" in parked.error.lower(), parked.error
+    check_delivered(broker, [small, after])
