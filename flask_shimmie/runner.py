@@ -11,7 +11,10 @@ Delivery: events in ``sequence_num`` order, from the stored position, decoded
 as models get them (upcast, PII merged). A reactor's position is saved after
 its handler returns (at least once); a projection's writes and its position
 commit in one transaction (exactly once). A failing handler is retried with
-exponential backoff, then its event is parked or the subscription stops.
+exponential backoff, then its event is parked or the subscription stops. A
+relay's position moves past the events its broker confirmed; a broker outage
+is waited out without holding up the other subscriptions (see
+:mod:`flask_shimmie.relay`).
 """
 
 from __future__ import annotations
