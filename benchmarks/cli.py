@@ -1,4 +1,4 @@
-"""The command line: ``python -m benchmarks [memory|sqlite|postgres|http|projection|all] [options]``.
+"""The command line: ``python -m benchmarks [memory|sqlite|postgres|http|projection|metrics|relay|all] ...``.
 
 Every figure is measured in the same run, on the same machine, for
 flask_shimmie and for ``eventsourcing`` (or, for HTTP, a bare Flask app), with
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .harness import Progress, Row, Settings, format_table, load_average, machine_lines
 
-TARGETS = ("memory", "sqlite", "postgres", "http", "projection", "metrics", "all")
+TARGETS = ("memory", "sqlite", "postgres", "http", "projection", "metrics", "relay", "all")
 #: The in-process backends, in the order they run, by target name.
 BACKEND_TARGETS = (("memory", "memory"), ("sqlite", "sqlite"), ("postgres", "postgresql"))
 
@@ -37,6 +37,12 @@ QUICK = Settings(
     projection_repeats=1,
     reactor_events=50,
     reactor_spacing=0.002,
+    relay_events=1000,
+    relay_rabbitmq_events=200,
+    relay_repeats=1,
+    sse_clients=(1, 10),
+    sse_events=200,
+    sse_rate=500,
 )
 
 
@@ -51,11 +57,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         choices=TARGETS,
         default=["all"],
-        metavar="{memory,sqlite,postgres,http,projection,metrics,all}",
+        metavar="{memory,sqlite,postgres,http,projection,metrics,relay,all}",
         help=(
             "what to run (default: all); 'projection' runs only scenarios 7 and 7r, on the backends "
             "named beside it, else on all three; 'metrics': what metrics and tracing cost an append, "
-            "not part of all"
+            "not part of all; 'relay': scenarios 8 (relays to NATS JetStream and RabbitMQ against "
+            "their bare clients) and 9 (SSE fan-out), on the backends named beside it, else on SQLite "
+            "and PostgreSQL, not part of all"
         ),
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (seconds, not minutes)")
@@ -70,6 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="events stored and projected in scenario 7 (default 100,000)",
+    )
+    parser.add_argument(
+        "--relay-events",
+        type=int,
+        default=None,
+        help="events relayed to JetStream in scenario 8n (default 20,000; RabbitMQ's 8r: a tenth)",
     )
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed run (default 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side; the median counts")
@@ -91,14 +105,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for name, value in (
             ("events", args.events),
             ("projection_events", args.projection_events),
+            ("relay_events", args.relay_events),
             ("duration", args.duration),
             ("repeats", args.repeats),
             ("threads", args.threads),
         )
         if value is not None
     }
+    if "relay_events" in changes:
+        changes["relay_rabbitmq_events"] = max(1, changes["relay_events"] // 10)
     if "repeats" in changes:
-        for name in ("replay_repeats", "http_repeats", "projection_repeats"):
+        for name in ("replay_repeats", "http_repeats", "projection_repeats", "relay_repeats"):
             changes[name] = changes["repeats"]
     return replace(settings, **changes)
 
@@ -117,6 +134,11 @@ def backends_of(targets: Sequence[str]) -> tuple[list[str], bool]:
     return chosen, "http" in wanted
 
 
+def relay_only(targets: Sequence[str]) -> bool:
+    """Whether the run is the ``relay`` target alone (on the backends named beside it)."""
+    return "relay" in targets and "all" not in targets
+
+
 def projection_only(targets: Sequence[str]) -> bool:
     """Whether the in-process backends run scenarios 7 and 7r only (``projection`` without ``all``)."""
     return "projection" in targets and "all" not in targets
@@ -132,11 +154,13 @@ def run(
     postgres_url: str | None = None,
     progress: Progress | None = None,
     subscriptions_only: bool = False,
+    relay: bool = False,
 ) -> list[Row]:
     """Run the scenarios of ``backends`` (and HTTP); return the table's rows.
 
     Each backend runs scenarios 1-4 (and 6), then 7 and 7r; with
-    ``subscriptions_only``, 7 and 7r alone.
+    ``subscriptions_only``, 7 and 7r alone; with ``relay``, 8 and 9 alone
+    (on SQLite and PostgreSQL when ``backends`` is empty).
     """
     from .backends import Stores
 
@@ -144,6 +168,10 @@ def run(
     stores = Stores() if postgres_url is None else Stores(postgres_url=postgres_url)
     rows: list[Row] = []
     try:
+        if relay:
+            from .relay_suite import run_relay_suite
+
+            return run_relay_suite(backends, stores, settings, progress)
         if backends:
             from .subscription_suite import run_subscription_scenarios
             from .suite import run_backend
@@ -208,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
     backends, http = backends_of(args.targets)
+    relay = relay_only(args.targets)
     try:
         import eventsourcing  # noqa: F401
     except ImportError:
-        if backends:
+        if backends and not relay:
             print('eventsourcing is not installed: pip install -e ".[bench]"', file=sys.stderr)
             return 2
     progress = Progress(enabled=not args.quiet)
@@ -226,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         postgres_url=args.postgres_url,
         progress=progress,
         subscriptions_only=projection_only(args.targets),
+        relay=relay,
     )
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     run_lines = [

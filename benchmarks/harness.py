@@ -60,6 +60,18 @@ class Settings:
     reactor_events: int = 500
     #: Seconds between two of those events.
     reactor_spacing: float = 0.005
+    #: Events stored and relayed to JetStream in scenario 8n.
+    relay_events: int = 20_000
+    #: Events stored and relayed to RabbitMQ in scenario 8r (one confirm per message: slower).
+    relay_rabbitmq_events: int = 2_000
+    #: Timed runs per side in scenario 8.
+    relay_repeats: int = 3
+    #: The numbers of SSE clients of scenario 9, one row each.
+    sse_clients: tuple[int, ...] = (1, 10, 50)
+    #: Events written while the clients of scenario 9 read.
+    sse_events: int = 3_000
+    #: Events per second the writer of scenario 9 aims at.
+    sse_rate: int = 1_000
 
 
 @dataclass

@@ -61,9 +61,19 @@ def free_port() -> int:
 class Server:
     """One gunicorn master (and its workers), started and stopped by us."""
 
-    def __init__(self, name: str, target: str, workdir: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        workdir: str,
+        env: dict[str, str] | None = None,
+        *,
+        workers: int = WORKERS,
+        threads: int = THREADS,
+    ) -> None:
         self.name = name
         self.target = target
+        self.workers, self.threads = workers, threads
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -78,7 +88,7 @@ class Server:
         """Start gunicorn and wait until ``probe_path`` answers (at most :data:`START_TIMEOUT` s)."""
         command = [
             sys.executable, "-m", "gunicorn",
-            "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
+            "--workers", str(self.workers), "--worker-class", "gthread", "--threads", str(self.threads),
             # SO_REUSEPORT, for both servers alike: fewer runs in which one worker
             # accepts every connection (see Settings.http_repeats).
             "--reuse-port",

@@ -43,10 +43,12 @@ from .recording import (
     check_position,
 )
 from .registry import Registry
+from .relay import close_sinks, relay_spec
 from .request_hooks import install_cors, install_request_hooks
 from .schemas import Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
+from .sinks.base import Sink
 from .state import AppState, model_receivers
 from .storage.interface import AppendBatch, PendingEvent
 from .storage.planner import check_versions
@@ -300,7 +302,7 @@ class ShimmieStack:
         call is retried with backoff up to ``max_attempts`` times; then the
         event is parked (``on_failure="park"``) or the reactor stops
         (``"stop"``). Never called by replays. Raises ValueError for a name
-        already taken (reactors and projections share one namespace) or a
+        already taken (reactors, projections and relays share one namespace) or a
         choice not offered.
         """
         what = f"reactor {check_subscription_name(name)!r}"
@@ -315,6 +317,45 @@ class ShimmieStack:
             return fn
 
         return register
+
+    def relay(
+        self,
+        name: str,
+        sink: Sink,
+        events: Sequence[str] | None = None,
+        *,
+        start: str = "beginning",
+        max_attempts: int = 5,
+        on_failure: str = "park",
+        with_pii: bool = False,
+    ) -> ShimmieStack:
+        """Register a relay called ``name``: a subscription publishing each event through ``sink``.
+
+        Like a reactor (one runner across the processes, a stored position,
+        listed by ``flask shimmie subscriptions`` with kind ``relay``), it
+        takes the events named in ``events`` (``None``: every event) in order
+        from ``start`` (``"beginning"`` by default, or ``"now"``), hands them
+        to the sink in batches, and moves its position past those the broker
+        confirmed only. A broker outage is waited out for as long as it
+        lasts (nothing is parked or skipped); an event the broker refuses for
+        good (``SinkError.refused``) is tried ``max_attempts`` times, then
+        parked or, with ``on_failure="stop"``, the relay stops there. PII is
+        published as placeholders unless ``with_pii``. The sink is closed by
+        :meth:`shutdown`. Chainable. Raises ValueError for a name already
+        taken or a choice not offered, TypeError for something not a sink.
+        """
+        self._add_subscription(
+            relay_spec(
+                name,
+                sink,
+                events=events,
+                start=start,
+                max_attempts=max_attempts,
+                on_failure=on_failure,
+                with_pii=with_pii,
+            )
+        )
+        return self
 
     def register_projection(self, projection_cls: type[P]) -> type[P]:
         """Register a :class:`~flask_shimmie.Projection` subclass; usable as a class decorator.
@@ -524,6 +565,7 @@ class ShimmieStack:
         state = self._state_of(app)
         with state.start_lock:
             state.runner.stop()
+            close_sinks(self.registry)
             if state.follower is not None:
                 state.follower.stop()
                 state.follower = None

@@ -39,13 +39,14 @@ class Registry:
     def add_subscription(self, subscription: Subscription) -> None:
         """Register ``subscription``; ValueError when its name is taken.
 
-        Reactors and projections share one namespace.
+        Reactors, projections and relays share one namespace.
         """
         for known in self.subscriptions:
             if known.name == subscription.name:
                 raise ValueError(
                     f"A subscription named {subscription.name!r} is already registered "
-                    f"({known.kind} {known.describe()}); reactors and projections share one namespace."
+                    f"({known.kind} {known.describe()}); reactors, projections and relays share one "
+                    "namespace."
                 )
         self.subscriptions.append(subscription)
 

@@ -11,7 +11,10 @@ Delivery: events in ``sequence_num`` order, from the stored position, decoded
 as models get them (upcast, PII merged). A reactor's position is saved after
 its handler returns (at least once); a projection's writes and its position
 commit in one transaction (exactly once). A failing handler is retried with
-exponential backoff, then its event is parked or the subscription stops.
+exponential backoff, then its event is parked or the subscription stops. A
+relay's position moves past the events its broker confirmed; a broker outage
+is waited out without holding up the other subscriptions (see
+:mod:`flask_shimmie.relay`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from .dispatch import WILDCARD
 from .errors import UnknownSubscriptionError
 from .events import Event
 from .projections import Projection, ProjectionHandler
+from .relay import OUTAGE_DELAY, OUTAGE_DELAY_MAX, RelaySpec
+from .sinks.base import SinkError
 from .storage.interface import Lease, LeaseLostError, SubscriptionInfo, SubscriptionStore
 from .subscriptions import ProjectionSpec, Reactor, Subscription
 from .tracing import subscription_span
@@ -80,6 +85,14 @@ class _Interrupted(Exception):
     """A stop was asked for while a handler waited for its next try."""
 
 
+class _Outage(Exception):
+    """A relay's broker did not confirm a publish for a reason that may pass: wait, never park."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _HandlerFailed(Exception):
     """A projection handler raised; raised on through the transaction so that it rolls back."""
 
@@ -107,6 +120,11 @@ class _Held:
     handled: int = 0
     handlers: dict[str, list[ProjectionHandler]] = field(default_factory=dict)
     projection: Projection | None = None
+    #: A relay waiting out a broker outage: when it tries again (``time.monotonic()``), the pause
+    #: before that try, and when the outage began (``None`` when there is none).
+    retry_at: float = 0.0
+    outage_delay: float = 0.0
+    outage_since: float | None = None
 
 
 class SubscriptionRunner:
@@ -464,14 +482,18 @@ class SubscriptionRunner:
                 self._set_up(held, info)
                 if held.failed:
                     return
+        if held.outage_since is not None and time.monotonic() < held.retry_at:
+            return  # a relay waiting for its broker: not yet
         store = self.state.event_store
         found = store.read(held.position, BATCH_SIZE, event_names=spec.event_names)
         finished = True
         if found:
-            events = self.state.decode(found)
+            events = self.state.decode(found, with_pii=not isinstance(spec, RelaySpec) or spec.with_pii)
             with subscription_span(spec.name, spec.kind, events):
                 if isinstance(spec, Reactor):
                     finished = self._react(held, spec, events)
+                elif isinstance(spec, RelaySpec):
+                    finished = self._relay(held, spec, events)
                 else:
                     finished = self._project(held, events)
         if (
@@ -508,6 +530,81 @@ class SubscriptionRunner:
             return True
         finally:
             self._save(held)
+
+    def _relay(self, held: _Held, spec: RelaySpec, events: list[Event]) -> bool:
+        """Publish ``events`` through the relay's sink; False when it stopped before the end.
+
+        The position moves past what the broker confirmed, and no further. An
+        event the broker refuses for good goes through the failure policy; any
+        other failure is an outage, waited out (see :mod:`flask_shimmie.relay`).
+        """
+        start = 0
+        while start < len(events):
+            if self._stop.is_set():
+                return False
+            try:
+                spec.sink.publish(events[start:])
+            except Exception as error:
+                index = _retry_from(events, start, error)
+                self._published(held, events, start, index)
+                if not (isinstance(error, SinkError) and error.refused):
+                    self._wait_for_broker(held, error)
+                    return False
+                event = events[index]
+                try:
+                    failure, attempts = self._attempts(
+                        held, event, functools.partial(_publish, spec, event), tried=1, error=_failure(error)
+                    )
+                except _Outage as outage:
+                    self._wait_for_broker(held, outage.error)
+                    return False
+                if failure is None:
+                    self._published(held, events, index, index + 1)
+                elif not self._give_up(held, event, failure, attempts):
+                    return False
+                start = index + 1
+                continue
+            self._published(held, events, start, len(events))
+            start = len(events)
+        self._broker_back(held)
+        return True
+
+    def _published(self, held: _Held, events: list[Event], start: int, end: int) -> None:
+        """The broker confirmed ``events[start:end]``: save the position past them."""
+        if end > start:
+            held.position = events[end - 1].sequence_num
+            held.handled += end - start
+            self._save(held)
+
+    def _wait_for_broker(self, held: _Held, error: BaseException) -> None:
+        """Try the relay again later, with backoff; log the outage when it begins."""
+        now = time.monotonic()
+        delay = held.outage_delay
+        held.outage_delay = min(delay * 2, OUTAGE_DELAY_MAX) if delay else OUTAGE_DELAY
+        held.retry_at = now + held.outage_delay
+        detail = error if isinstance(error, SinkError) else f"{type(error).__name__}: {error}"
+        if held.outage_since is None:
+            held.outage_since = now
+            logger.warning(
+                "Relay %s cannot publish event %s and later ones; waiting for the broker (nothing is "
+                "skipped): %s",
+                held.spec.name,
+                held.position + 1,
+                detail,
+                exc_info=not isinstance(error, SinkError),
+            )
+        else:
+            logger.debug("Relay %s: the broker still fails: %s", held.spec.name, detail)
+
+    def _broker_back(self, held: _Held) -> None:
+        if held.outage_since is not None:
+            logger.warning(
+                "Relay %s publishes again after %.1fs without its broker",
+                held.spec.name,
+                time.monotonic() - held.outage_since,
+            )
+        held.outage_since = None
+        held.outage_delay = held.retry_at = 0.0
 
     def _project(self, held: _Held, events: list[Event]) -> bool:
         """Apply events to the projection, several per transaction; False when it stopped before the end."""
@@ -679,7 +776,12 @@ class SubscriptionRunner:
                 if self._stop.is_set():
                     return
                 if parked.retry_requested:
-                    self._retry_one(held, parked.event_id, parked.sequence_num, parked.attempts)
+                    try:
+                        self._retry_one(held, parked.event_id, parked.sequence_num, parked.attempts)
+                    except _Outage as outage:
+                        # The broker is away: the retries stay asked for, and are tried at the next look.
+                        logger.info("Relay %s retries its parked events later: %s", held.spec.name, outage)
+                        return
 
         self._guard(held, work)
 
@@ -693,10 +795,12 @@ class SubscriptionRunner:
             )
             store.unpark(held.lease, event_id)
             return
-        (event,) = self.state.decode(found)
+        (event,) = self.state.decode(found, with_pii=not isinstance(spec, RelaySpec) or spec.with_pii)
         call: Callable[[], Any]
         if isinstance(spec, Reactor):
             call = functools.partial(_react_to, spec, event)
+        elif isinstance(spec, RelaySpec):
+            call = functools.partial(_publish, spec, event)
         else:
 
             def call() -> None:
@@ -726,6 +830,35 @@ def _react_to(spec: Reactor, event: Event) -> None:
         spec.handler(event)
     except Exception:
         raise _HandlerFailed(0, traceback.format_exc()) from None
+
+
+def _publish(spec: RelaySpec, event: Event) -> None:
+    """Publish one event: a refusal counts as a failed try, anything else is an outage."""
+    try:
+        spec.sink.publish([event])
+    except SinkError as error:
+        if error.refused:
+            raise _HandlerFailed(0, _failure(error)) from None
+        raise _Outage(error) from None
+    except Exception as error:
+        raise _Outage(error) from None
+
+
+def _failure(error: BaseException) -> str:
+    """A sink's error as a parked event or a failed subscription keeps it: the message, then the cause."""
+    cause = error.__cause__
+    text = f"{type(error).__name__}: {error}"
+    return f"{text}\n(caused by {type(cause).__name__}: {cause})" if cause is not None else text
+
+
+def _retry_from(events: list[Event], start: int, error: BaseException) -> int:
+    """The index in ``events`` (from ``start``) of the event a failed publish names; ``start`` if none."""
+    failed = error.event if isinstance(error, SinkError) else None
+    if failed is not None:
+        for index in range(start, len(events)):
+            if events[index].sequence_num == failed.sequence_num:
+                return index
+    return start
 
 
 def _user_call(method: Callable[[Any], Any], db: Any) -> None:

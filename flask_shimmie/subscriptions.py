@@ -1,8 +1,9 @@
 """What a durable subscription is: its name, the events it takes, where it starts, its failure policy.
 
-Two kinds exist. A *reactor* is a function with side effects, run at least
-once per event (``@stack.reactor``); a *projection* writes tables in the
-event store's database, exactly once per event (``stack.register_projection``).
+A *reactor* is a function with side effects, run at least once per event
+(``@stack.reactor``); a *projection* writes tables in the event store's
+database, exactly once per event (``stack.register_projection``); a *relay*
+(:mod:`flask_shimmie.relay`) publishes each event to a message broker.
 The specs are validated here, when they are registered, so a mistake fails
 at import time with a sentence that says what to write instead.
 """
@@ -33,7 +34,7 @@ class Subscription:
     """A registered subscription (the fields both kinds share)."""
 
     name: str
-    #: ``"reactor"`` or ``"projection"`` (as stored in ``shimmie_subscriptions``).
+    #: ``"reactor"``, ``"projection"`` or ``"relay"`` (as stored in ``shimmie_subscriptions``).
     kind: str
     #: The event names it takes, or ``None`` for every event.
     event_names: tuple[str, ...] | None
@@ -97,7 +98,8 @@ def check_policy(what: str, start: Any, max_attempts: Any, on_failure: Any) -> N
         raise ValueError(f"{what}: on_failure must be 'park' or 'stop', not {on_failure!r:.60}.")
 
 
-def _event_names(what: str, names: Collection[str] | None) -> tuple[str, ...] | None:
+def event_names_of(what: str, names: Collection[str] | None) -> tuple[str, ...] | None:
+    """``names`` as a tuple without repeats, ``None`` for every event; ValueError for anything else."""
     if names is None:
         return None
     if isinstance(names, str) or not isinstance(names, Collection):
@@ -122,7 +124,7 @@ def reactor_spec(
     if not callable(handler):
         raise TypeError(f"{what} needs a function fn(event), not {handler!r:.60}.")
     check_policy(what, start, max_attempts, on_failure)
-    return Reactor(name, "reactor", _event_names(what, events), start, max_attempts, on_failure, handler)
+    return Reactor(name, "reactor", event_names_of(what, events), start, max_attempts, on_failure, handler)
 
 
 def projection_spec(cls: Any) -> ProjectionSpec:
@@ -143,7 +145,7 @@ def projection_spec(cls: Any) -> ProjectionSpec:
     return ProjectionSpec(
         cls.name,
         "projection",
-        _event_names(what, names),
+        event_names_of(what, names),
         "beginning",
         cls.max_attempts,
         cls.on_failure,

@@ -40,7 +40,7 @@ def _operator_errors() -> Iterator[None]:
 @click.pass_context
 @with_appcontext
 def subscriptions_cli(context: click.Context) -> None:
-    """List the reactors and projections: position, lag, state, runner, parked events."""
+    """List the reactors, projections and relays: position, lag, state, runner, parked events."""
     if context.invoked_subcommand is not None:
         return
     state = _state()

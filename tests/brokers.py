@@ -6,9 +6,10 @@
 (as :func:`tests.backends.skip_or_fail` does for PostgreSQL), saying why.
 
 :class:`TcpProxy` forwards a local port to a broker, so a test can cut every connection through
-it (:meth:`~TcpProxy.cut`: both sides reset, as a network failure or a broker restart does) or
-stall them (:meth:`~TcpProxy.stall`: bytes stop flowing, connections stay open, as with a hung
-broker or a dead link). :class:`SilentServer` accepts connections and never says a word.
+it (:meth:`~TcpProxy.cut`: both sides reset, as a network failure or a broker restart does), keep
+it away for a while (:meth:`~TcpProxy.down` until :meth:`~TcpProxy.up`: new connections are reset
+too), or stall them (:meth:`~TcpProxy.stall`: bytes stop flowing, connections stay open, as with
+a hung broker or a dead link). :class:`SilentServer` accepts connections and never says a word.
 
 Plain module: fixtures live in the test modules.
 """
@@ -104,6 +105,7 @@ class TcpProxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._flowing = threading.Event()
         self._flowing.set()
+        self._refusing = False
         self._closed = False
         self.accepted = 0
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
@@ -118,6 +120,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._refusing:
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -162,6 +167,15 @@ class TcpProxy:
             _reset(client)
             _reset(upstream)
         return len(pairs)
+
+    def down(self) -> int:
+        """Cut every connection and reset new ones until :meth:`up`: the broker is away (restarting)."""
+        self._refusing = True
+        return self.cut()
+
+    def up(self) -> None:
+        """Accept and forward connections again."""
+        self._refusing = False
 
     def stall(self) -> None:
         """Stop forwarding bytes (connections stay open)."""

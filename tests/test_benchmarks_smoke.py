@@ -1,5 +1,6 @@
 """The benchmark suite runs: its smallest mode, in-process, on the memory store (and scenario 7 on
-SQLite and PostgreSQL too, at a few hundred events).
+SQLite and PostgreSQL too, at a few hundred events; the relay target's scenarios 8 and 9 on SQLite,
+against the real brokers).
 
 No timing thresholds: the machine may be slow or busy. Only the table's shape
 and that every ratio is a positive number are checked.
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import DURABLE_BACKENDS, postgres_base_url, require_backend
+from tests.brokers import require_nats, require_rabbitmq
 
 pytest.importorskip("eventsourcing", reason='eventsourcing is not installed (pip install -e ".[bench]")')
 
@@ -26,10 +28,13 @@ from benchmarks.cli import (  # noqa: E402
     main,
     parse_args,
     projection_only,
+    relay_only,
     run,
     settings_from,
 )
 from benchmarks.harness import Progress, Row, format_table  # noqa: E402
+from benchmarks.relay_bench import SCENARIOS as RELAY_SCENARIOS  # noqa: E402
+from benchmarks.sse_fanout import SCENARIO as SSE_SCENARIO  # noqa: E402
 from benchmarks.subscription_suite import (  # noqa: E402
     LATENCY_SCENARIO,
     PROJECTION_SCENARIO,
@@ -196,3 +201,42 @@ def test_interleave_takes_turns_and_runs_each_side_its_number_of_times() -> None
 
     assert calls == ["ours", "theirs", "ours", "ours"]
     assert samples == {"ours": [1.0, 3.0, 4.0], "theirs": [2.0]}
+
+
+@pytest.mark.nats
+@pytest.mark.rabbitmq
+def test_relay_target_smoke_run_on_sqlite() -> None:
+    require_nats()
+    require_rabbitmq()
+    settings = replace(
+        QUICK, relay_events=120, relay_rabbitmq_events=20, sse_clients=(1, 3), sse_events=40, sse_rate=400
+    )
+
+    rows = run(["sqlite"], settings, relay=True)
+
+    assert [(row.scenario, row.backend) for row in rows] == [
+        (RELAY_SCENARIOS["nats"], "sqlite"),
+        (RELAY_SCENARIOS["rabbitmq"], "sqlite"),
+        (f"{SSE_SCENARIO}, 1 client", "sqlite"),
+        (f"{SSE_SCENARIO}, 3 clients", "sqlite"),
+    ]
+    for row in rows[:2]:  # against the bare client, same messages, same confirms
+        assert isinstance(row.ratio, float) and row.ratio > 0, row
+        assert row.target == "≥ 0.5×" and row.theirs.split()[1] == "msg/s"
+        assert "bare" in row.notes and "stack.run_subscriptions()" in row.notes
+    assert "120 stored events" in rows[0].notes and "20 stored events" in rows[1].notes
+    for row, clients in zip(rows[2:], (1, 3), strict=True):
+        assert re.fullmatch(r"[\d.]+[kM]? ev/s each, p50 -?\d+\.\d ms, p99 -?\d+\.\d ms", row.ours), row.ours
+        assert (row.ratio, row.target, row.holds) == (None, "- (info)", None)
+        assert len(row.samples["ours"]) == 40 * clients  # every client got every event
+        assert row.ours_value is not None and row.ours_value > 0
+
+
+def test_relay_target_and_options() -> None:
+    args = parse_args(["relay", "postgres", "--relay-events", "500", "--repeats", "2"])
+
+    assert relay_only(args.targets) and not relay_only(["relay", "all"]) and not relay_only(["sqlite"])
+    assert backends_of(args.targets) == (["postgresql"], False)
+    assert backends_of(["relay"]) == ([], False)  # the suite picks SQLite and PostgreSQL then
+    settings = settings_from(args)
+    assert (settings.relay_events, settings.relay_rabbitmq_events, settings.relay_repeats) == (500, 50, 2)

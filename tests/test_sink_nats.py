@@ -165,17 +165,19 @@ def test_an_existing_stream_that_does_not_cover_the_subjects_is_an_error(place: 
 def test_without_a_stream_covering_the_subject_publish_raises(place: Place) -> None:
     with place.sink(stream=None) as sink:
         started = time.monotonic()
-        with pytest.raises(SinkError, match="did not store event 1"):
+        with pytest.raises(SinkError, match="did not store event 1") as raised:
             sink.publish(make_events(2))
         assert time.monotonic() - started < 3
+    assert not raised.value.refused  # a stream may be added: a relay waits for it
 
 
 def test_an_unreachable_broker_raises_promptly(place: Place) -> None:
     refused = place.sink(url=via(place.url, refused_port()), timeout=1)
     started = time.monotonic()
-    with pytest.raises(SinkError, match="Cannot connect"):
+    with pytest.raises(SinkError, match="Cannot connect") as raised:
         refused.publish(make_events(1))
     assert time.monotonic() - started < 3
+    assert not raised.value.refused  # an outage, not a refusal of the event
     with SilentServer() as silent:  # accepts, then never answers
         hung = place.sink(url=via(place.url, silent.port), timeout=1)
         started = time.monotonic()
@@ -240,4 +242,28 @@ def test_an_event_too_large_for_the_server_fails_before_anything_is_sent(place: 
         with pytest.raises(SinkError, match="Nothing of this batch was sent") as raised:
             sink.publish([*events[1:], huge])
         assert raised.value.event is huge
+        assert raised.value.refused  # no retry can change it
     assert len(place.stored()) == 1
+
+
+async def _add_stream(url: str, stream: str, subjects: list[str], **config: Any) -> None:
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().add_stream(name=stream, subjects=subjects, **config)
+    finally:
+        await client.close()
+
+
+def test_an_event_larger_than_the_stream_takes_is_refused_for_good_and_the_others_are_stored(
+    place: Place,
+) -> None:
+    asyncio.run(_add_stream(place.url, place.stream, [f"{place.prefix}.>"], max_msg_size=600))
+    events = make_events(3)
+    big = Event(2, "s", 2, str(uuid.uuid4()), "BIG", {"blob": "x" * 1000}, {}, events[0].recorded_at)
+    with place.sink() as sink:
+        with pytest.raises(SinkError, match="did not store event 2") as raised:
+            sink.publish([events[0], big, events[2]])
+    assert raised.value.event is big and raised.value.refused
+    assert [m.body["sequence_num"] for m in place.stored()][:1] == [1]

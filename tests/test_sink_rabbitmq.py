@@ -154,11 +154,22 @@ def test_a_message_no_queue_takes_is_not_confirmed_and_nothing_after_it_is_sent(
             with pytest.raises(SinkError, match="no queue is bound") as raised:
                 sink.publish(events[1:])  # 2 is routed; 3 is not; 4 must not be sent
             assert raised.value.event == events[2]
+            assert not raised.value.refused  # a binding may be added: a relay waits for it
             assert [m.message_id for m in place.drain()] == [events[1].event_id]
             sink.publish(events[3:])  # the channel is still usable
     finally:
         channel.connection.close()
     assert [m.message_id for m in place.drain()] == [events[3].event_id]
+
+
+def test_a_routing_key_longer_than_amqp_carries_is_refused_for_good_before_sending(place: Place) -> None:
+    events = make_events(2)
+    long = Event(3, "s" * 250, 1, str(uuid.uuid4()), "CREATED", {}, {}, events[0].recorded_at)
+    with place.sink("{event_name}.{stream_id}") as sink:
+        with pytest.raises(SinkError, match="longer than 255 bytes") as raised:
+            sink.publish([*events, long])
+    assert raised.value.event is long and raised.value.refused
+    assert place.drain() == []  # nothing of the batch was sent
 
 
 def test_the_exchange_must_exist_unless_a_type_is_given(place: Place) -> None:
@@ -180,9 +191,10 @@ def test_the_exchange_must_exist_unless_a_type_is_given(place: Place) -> None:
 def test_an_unreachable_broker_raises_promptly(place: Place) -> None:
     with place.sink(url=via(place.url, refused_port()), timeout=1) as refused:
         started = time.monotonic()
-        with pytest.raises(SinkError, match="Cannot connect"):
+        with pytest.raises(SinkError, match="Cannot connect") as raised:
             refused.publish(make_events(1))
         assert time.monotonic() - started < 3
+        assert not raised.value.refused  # an outage, not a refusal of the event
     with SilentServer() as silent, place.sink(url=via(place.url, silent.port), timeout=1) as hung:
         started = time.monotonic()
         with pytest.raises(SinkError, match="Cannot connect"):

@@ -337,7 +337,9 @@ def check_exactly_once(received: list[SseMessage], events: list[Event]) -> None:
     assert [m.event for m in received] == [event.event_name for event in events]
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_a_resumed_stream_gets_exactly_the_missing_events_while_writers_write(
     backend: str, make_sse_app: Callable[..., Flask], stack: ShimmieStack, tmp_path: Path
 ) -> None:

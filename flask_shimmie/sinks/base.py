@@ -21,10 +21,17 @@ class SinkError(ShimmieError):
     ``event`` is the event to publish again from: every event before it in
     the batch was confirmed (``None`` when the failure came before any was
     sent, e.g. while connecting). The broker's own exception is ``__cause__``.
+
+    ``refused`` is True when the broker (or the sink, on the broker's limits)
+    refuses that very event and always will, such as a message larger than
+    the server takes: publishing it again cannot succeed. It is False for
+    everything that may pass later (a lost or refused connection, a timeout, a
+    missing stream or binding, a full queue): a relay waits those out.
     """
 
-    def __init__(self, message: str, event: Event | None = None) -> None:
+    def __init__(self, message: str, event: Event | None = None, *, refused: bool = False) -> None:
         self.event = event
+        self.refused = refused
         super().__init__(message)
 
 

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 #: Messages sent before their acknowledgements are awaited.
 PUBLISH_WINDOW = 256
+#: JetStream's error code for a message larger than the stream's ``max_msg_size``: the one
+#: refusal that concerns the message itself, and that no retry can change.
+MESSAGE_TOO_LARGE = 10054
 #: The header JetStream deduplicates on.
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -167,6 +170,7 @@ class NatsJetStreamSink(Sink):
                         f"Event {event.sequence_num} ({event.event_id}) is {len(body)} bytes as JSON; the "
                         f"NATS server takes at most {limit} per message. Nothing of this batch was sent.",
                         event,
+                        refused=True,
                     )
             for start in range(0, len(messages), PUBLISH_WINDOW):
                 self._publish_window(connection, jetstream, messages[start : start + PUBLISH_WINDOW])
@@ -217,6 +221,7 @@ class NatsJetStreamSink(Sink):
                     f"NATS JetStream did not store event {event.sequence_num} ({event.event_id}) on "
                     f"{subject!r}: {describe(outcome)}",
                     event,
+                    refused=getattr(outcome, "err_code", None) == MESSAGE_TOO_LARGE,
                 ) from outcome
 
     # -- the connection -----------------------------------------------------------

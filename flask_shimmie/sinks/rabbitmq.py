@@ -121,6 +121,7 @@ class RabbitMqSink(Sink):
                     f"The routing key for event {event.sequence_num} is longer than {MAX_ROUTING_KEY} bytes "
                     f"({key[:60]!r}...). Nothing of this batch was sent.",
                     event,
+                    refused=True,
                 )
             messages.append((event, key, event_body(event)))
         held = self._process.get()
