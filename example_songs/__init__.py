@@ -2,6 +2,8 @@
 
 Run it with ``flask --app example_songs run``; switch stores with
 ``FLASK_SHIMMIE_EVENT_STORE=sqlite:///songs.db flask --app example_songs run``.
+The admin API is at ``/admin`` (with ``/admin/metrics``), and its web console at
+``/admin/console`` (sign in with ``admin-token``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "SHIMMIE_CORS": {"origins": "http://localhost:3000", "supports_credentials": True},
     "SHIMMIE_ENFORCE_AUTHORIZATION": True,
     "SHIMMIE_ADMIN_URL": "/admin",
+    "SHIMMIE_METRICS": True,
+    "SHIMMIE_CONSOLE": True,
     "SHIMMIE_OPENAPI": True,
     "SHIMMIE_OPENAPI_TITLE": "Songs",
     "SONGS_TOKENS": DEMO_TOKENS,
