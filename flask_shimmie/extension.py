@@ -135,7 +135,9 @@ class ShimmieStack:
             if settings.console:
                 from .console import create_console_blueprint
 
-                app.register_blueprint(create_console_blueprint(settings.admin_url), url_prefix=settings.admin_url)
+                app.register_blueprint(
+                    create_console_blueprint(settings.admin_url), url_prefix=settings.admin_url
+                )
         if settings.openapi.enabled:
             from .apidocs import create_openapi_blueprint
 

@@ -245,7 +245,9 @@ def test_paging_follows_next_after(page: Console, songs: Songs) -> None:
 
 
 def test_an_event_opens_with_its_meta_and_pii_state(page: Console, songs: Songs) -> None:
-    song = songs.post("Blue Suede Shoes", "Carl Perkins", submitted_by={"name": "Sam", "email": "sam@sun.example"})
+    song = songs.post(
+        "Blue Suede Shoes", "Carl Perkins", submitted_by={"name": "Sam", "email": "sam@sun.example"}
+    )
     page.open(f"#/streams/{song}")
     page.sign_in("admin-token")
     page.wait(lambda: [row["stream"] for row in page.rows()] == [song], what="the stream's events")
@@ -305,7 +307,9 @@ def test_a_parked_event_is_retried_from_the_console(page: Console, songs: Songs)
 
     songs.notifier.cured.set()
     parked.find_element("css selector", "button.retry-event").click()
-    page.wait(lambda: "1 parked event of notify-new-songs will be tried again" in page.text_of("#retry-outcome"))
+    page.wait(
+        lambda: "1 parked event of notify-new-songs will be tried again" in page.text_of("#retry-outcome")
+    )
     page.wait(lambda: _subscription(page)["parked"] == "0", what="the event handled on retry")
     assert songs.notifier.sent[stored["event_id"]] == f"New song: {POISON} by The Poisoners (1956)"
     assert "has no parked events" in page.text_of("#subscriptions")
