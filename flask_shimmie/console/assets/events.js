@@ -47,7 +47,7 @@ export function eventRows(events) {
       { class: "event-row", dataset: { seq: String(event.sequence_num) } },
       el("td", { class: "num" }, el("a", { href: eventLink(event.sequence_num), class: "event-link" }, String(event.sequence_num))),
       el("td", { class: "time" }, when(event.recorded_at)),
-      el("td", {}, el("a", { href: streamLink(event.stream_id), class: "stream-link" }, String(event.stream_id))),
+      el("td", { class: "stream" }, el("a", { href: streamLink(event.stream_id), class: "stream-link" }, String(event.stream_id))),
       el("td", { class: "num" }, String(event.stream_version)),
       el("td", {}, el("a", { href: eventsLink({ type: event.event_name }), class: "type-link" }, String(event.event_name))),
       el("td", { class: "summary" }, summary(event.data)),
@@ -100,7 +100,7 @@ function filterForm(params) {
 export function renderList(container, route) {
   const params = route.params;
   const filters = { stream: params.get("stream") ?? "", type: params.get("type") ?? "", limit: params.get("limit") ?? "" };
-  const after = params.get("after") ?? "";
+  const after = Number(params.get("after")) > 0 ? params.get("after") : "";
   const holder = el("div", { id: "events" }, message("info", "Loading…"));
   container.append(el("h2", { class: "view-title" }, "Events"), filterForm(params), holder);
   let stopped = false;
