@@ -73,3 +73,18 @@ export function lastLine(text) {
   const lines = String(text ?? "").trim().split("\n");
   return lines[lines.length - 1] ?? "";
 }
+
+/** A link to an in-page route. */
+export function link(href, text, props = {}) {
+  return el("a", { href, ...props }, text);
+}
+
+/** A text field for a filter. */
+export function textField(id, value, placeholder) {
+  return el("input", { id, name: id, value: value ?? "", placeholder, spellcheck: "false", autocomplete: "off" });
+}
+
+/** An error's last line, opening to the whole text (a traceback). */
+export function trace(summary, text) {
+  return el("details", {}, el("summary", {}, summary), el("pre", { class: "trace" }, String(text)));
+}

@@ -2,7 +2,7 @@
 // and one stream's events (GET <admin>/streams/<id>).
 
 import { get, segment } from "./api.js";
-import { el, fields, json, message, table, when } from "./dom.js";
+import { el, fields, json, link, message, table, textField, when } from "./dom.js";
 
 const LIMITS = [25, 50, 100, 250];
 const DEFAULT_LIMIT = 50;
@@ -36,7 +36,8 @@ export function piiState(event) {
 function piiBadge(event) {
   const state = piiState(event);
   if (state.kind === "none") return "";
-  return el("span", { class: `badge pii-${state.kind}`, title: state.text }, state.kind === "erased" ? "erased" : "PII");
+  const label = state.kind === "erased" ? "erased" : "PII";
+  return el("span", { class: `badge pii-${state.kind}`, title: state.text }, label);
 }
 
 /** One table row per event: position (a link to its detail), time, stream, version, type, PII. */
@@ -45,11 +46,11 @@ export function eventRows(events) {
     el(
       "tr",
       { class: "event-row", dataset: { seq: String(event.sequence_num) } },
-      el("td", { class: "num" }, el("a", { href: eventLink(event.sequence_num), class: "event-link" }, String(event.sequence_num))),
+      el("td", { class: "num" }, link(eventLink(event.sequence_num), String(event.sequence_num), { class: "event-link" })),
       el("td", { class: "time" }, when(event.recorded_at)),
-      el("td", { class: "stream" }, el("a", { href: streamLink(event.stream_id), class: "stream-link" }, String(event.stream_id))),
+      el("td", { class: "stream" }, link(streamLink(event.stream_id), String(event.stream_id), { class: "stream-link" })),
       el("td", { class: "num" }, String(event.stream_version)),
-      el("td", {}, el("a", { href: eventsLink({ type: event.event_name }), class: "type-link" }, String(event.event_name))),
+      el("td", {}, link(eventsLink({ type: event.event_name }), String(event.event_name), { class: "type-link" })),
       el("td", { class: "summary" }, summary(event.data)),
       el("td", {}, piiBadge(event), event.replay ? el("span", { class: "badge" }, "replay") : ""),
     ),
@@ -67,8 +68,8 @@ export function eventTable(events) {
 }
 
 function filterForm(params) {
-  const stream = el("input", { id: "filter-stream", name: "stream", value: params.get("stream") ?? "", placeholder: "any stream", spellcheck: "false" });
-  const type = el("input", { id: "filter-type", name: "type", value: params.get("type") ?? "", placeholder: "any type", spellcheck: "false" });
+  const stream = textField("filter-stream", params.get("stream"), "any stream");
+  const type = textField("filter-type", params.get("type"), "any type");
   const current = Number(params.get("limit")) || DEFAULT_LIMIT;
   const limit = el(
     "select",
@@ -82,7 +83,11 @@ function filterForm(params) {
       id: "event-filters",
       onsubmit: (submitted) => {
         submitted.preventDefault();
-        window.location.hash = eventsLink({ stream: stream.value.trim(), type: type.value.trim(), limit: limit.value === String(DEFAULT_LIMIT) ? "" : limit.value });
+        window.location.hash = eventsLink({
+          stream: stream.value.trim(),
+          type: type.value.trim(),
+          limit: limit.value === String(DEFAULT_LIMIT) ? "" : limit.value,
+        });
       },
     },
     el("label", { for: "filter-stream" }, "Stream"),
@@ -99,7 +104,11 @@ function filterForm(params) {
 
 export function renderList(container, route) {
   const params = route.params;
-  const filters = { stream: params.get("stream") ?? "", type: params.get("type") ?? "", limit: params.get("limit") ?? "" };
+  const filters = {
+    stream: params.get("stream") ?? "",
+    type: params.get("type") ?? "",
+    limit: params.get("limit") ?? "",
+  };
   const after = Number(params.get("after")) > 0 ? params.get("after") : "";
   const holder = el("div", { id: "events" }, message("info", "Loading…"));
   container.append(el("h2", { class: "view-title" }, "Events"), filterForm(params), holder);
@@ -110,19 +119,22 @@ export function renderList(container, route) {
       const limit = Number(filters.limit) || DEFAULT_LIMIT;
       const page = await get("/events", { after, limit, stream: filters.stream, type: filters.type });
       const events = page.events ?? [];
-      const described = [filters.stream && `stream “${filters.stream}”`, filters.type && `type “${filters.type}”`].filter(Boolean).join(", ");
+      const described = [filters.stream && `stream “${filters.stream}”`, filters.type && `type “${filters.type}”`]
+        .filter(Boolean)
+        .join(", ");
+      const of = described ? ` of ${described}` : "";
       const range = events.length
-        ? `Events ${events[0].sequence_num}–${events[events.length - 1].sequence_num}${described ? ` of ${described}` : ""}`
-        : `No events${after ? ` after ${after}` : ""}${described ? ` of ${described}` : ""}.`;
+        ? `Events ${events[0].sequence_num}–${events[events.length - 1].sequence_num}${of}`
+        : `No events${after ? ` after ${after}` : ""}${of}.`;
       content = [
         el("p", { class: "range", id: "events-range" }, range),
         events.length ? eventTable(events) : "",
         el(
           "div",
           { class: "pager" },
-          after ? el("a", { href: eventsLink(filters), class: "button secondary", id: "first-page" }, "First page") : "",
+          after ? link(eventsLink(filters), "First page", { class: "button secondary", id: "first-page" }) : "",
           page.next_after !== null && page.next_after !== undefined
-            ? el("a", { href: eventsLink({ ...filters, after: page.next_after }), class: "button", id: "next-page" }, "Next page")
+            ? link(eventsLink({ ...filters, after: page.next_after }), "Next page", { class: "button", id: "next-page" })
             : "",
         ),
       ];
@@ -177,7 +189,8 @@ export function renderDetail(container, route) {
       try {
         const page = await get("/events", { after: position - 1, limit: 1 });
         const event = (page.events ?? [])[0];
-        content = event && event.sequence_num === position ? eventDetail(event) : message("error", `No event at position ${position}.`);
+        const found = event && event.sequence_num === position;
+        content = found ? eventDetail(event) : message("error", `No event at position ${position}.`);
       } catch (error) {
         content = message("error", error.message);
       }

@@ -2,10 +2,15 @@
 // (GET <admin>/subscriptions/<name>/parked) and retry (POST <admin>/subscriptions/<name>/retry).
 
 import { get, post, segment } from "./api.js";
-import { el, message, table, when, lastLine } from "./dom.js";
+import { el, lastLine, link, message, table, trace, when } from "./dom.js";
 import { eventLink } from "./events.js";
 
 const REFRESH_MS = 2000;
+const COLUMNS = ["Name", "Kind", "Position", "Lag", "State", "Runner", "Parked", ""];
+
+function button(text, kind, onclick) {
+  return el("button", { type: "button", class: kind, onclick }, text);
+}
 
 export function render(container) {
   const holder = el("div", { id: "subscriptions" }, message("info", "Loading…"));
@@ -29,7 +34,8 @@ export function render(container) {
       const answer = await post(`/subscriptions/${segment(name)}/retry`, eventId ? { event_id: eventId } : {});
       const parts = [];
       if (answer.resumed) parts.push(`${answer.name} is active again`);
-      parts.push(`${answer.retried} parked event${answer.retried === 1 ? "" : "s"} of ${answer.name} will be tried again`);
+      const events = answer.retried === 1 ? "event" : "events";
+      parts.push(`${answer.retried} parked ${events} of ${answer.name} will be tried again`);
       outcome.replaceChildren(message("ok", `${parts.join("; ")}.`));
     } catch (error) {
       outcome.replaceChildren(message("error", error.message));
@@ -45,17 +51,17 @@ export function render(container) {
         el(
           "tr",
           { class: "parked-row", dataset: { eventId: String(item.event_id) } },
-          el("td", { class: "num" }, el("a", { href: eventLink(item.sequence_num) }, String(item.sequence_num))),
+          el("td", { class: "num" }, link(eventLink(item.sequence_num), String(item.sequence_num))),
           el("td", {}, el("code", {}, String(item.event_id))),
           el("td", { class: "num" }, String(item.attempts)),
           el("td", {}, when(item.parked_at)),
-          el("td", {}, el("details", {}, el("summary", {}, lastLine(item.error)), el("pre", { class: "trace" }, String(item.error)))),
+          el("td", {}, trace(lastLine(item.error), item.error)),
           el(
             "td",
             {},
             item.retry_requested
               ? el("span", { class: "badge" }, "retry asked")
-              : el("button", { type: "button", class: "retry-event", onclick: () => retry(name, item.event_id) }, "Retry"),
+              : button("Retry", "retry-event", () => retry(name, item.event_id)),
           ),
         ),
       ),
@@ -68,24 +74,15 @@ export function render(container) {
     const failed = status.state === "failed";
     const actions = [];
     if (status.parked > 0) {
-      actions.push(
-        el(
-          "button",
-          {
-            type: "button",
-            class: "secondary toggle-parked",
-            onclick: () => {
-              if (open.has(name)) open.delete(name);
-              else open.add(name);
-              refresh();
-            },
-          },
-          open.has(name) ? "Hide parked" : "Show parked",
-        ),
-      );
+      const toggle = () => {
+        if (open.has(name)) open.delete(name);
+        else open.add(name);
+        refresh();
+      };
+      actions.push(button(open.has(name) ? "Hide parked" : "Show parked", "secondary toggle-parked", toggle));
     }
     if (failed || status.parked > 0) {
-      actions.push(el("button", { type: "button", class: "retry-all", onclick: () => retry(name) }, failed ? "Resume and retry" : "Retry all parked"));
+      actions.push(button(failed ? "Resume and retry" : "Retry all parked", "retry-all", () => retry(name)));
     }
     const main = el(
       "tr",
@@ -102,7 +99,7 @@ export function render(container) {
     const rows = [main];
     if (status.error) {
       rows.push(
-        el("tr", { class: "error-row" }, el("td", { colspan: "8" }, el("details", {}, el("summary", {}, `Failed: ${lastLine(status.error)}`), el("pre", { class: "trace" }, String(status.error))))),
+        el("tr", { class: "error-row" }, el("td", { colspan: "8" }, trace(`Failed: ${lastLine(status.error)}`, status.error))),
       );
     }
     if (parked) rows.push(el("tr", { class: "parked-panel" }, el("td", { colspan: "8" }, parkedPanel(name, parked))));
@@ -128,7 +125,7 @@ export function render(container) {
       if (text !== shown) {
         shown = text;
         next = found.length
-          ? table(["Name", "Kind", "Position", "Lag", "State", "Runner", "Parked", ""], found.map((status) => row(status, parked[String(status.name)])), { class: "subscriptions" })
+          ? table(COLUMNS, found.map((status) => row(status, parked[String(status.name)])), { class: "subscriptions" })
           : message("info", "No subscriptions are registered.");
       }
     } catch (error) {

@@ -3,7 +3,7 @@
 // Last-Event-ID, so nothing is missed or shown twice.
 
 import { readEventStream } from "./sse.js";
-import { el, message, table } from "./dom.js";
+import { el, message, table, textField } from "./dom.js";
 import { eventRows } from "./events.js";
 
 /** Rows kept on screen; older ones are dropped. */
@@ -12,8 +12,8 @@ const DEFAULT_RETRY_MS = 2000;
 
 export function render(container, route) {
   const params = route.params;
-  const stream = el("input", { id: "tail-stream", value: params.get("stream") ?? "", placeholder: "any stream", spellcheck: "false" });
-  const type = el("input", { id: "tail-type", value: params.get("type") ?? "", placeholder: "any type", spellcheck: "false" });
+  const stream = textField("tail-stream", params.get("stream"), "any stream");
+  const type = textField("tail-type", params.get("type"), "any type");
   const status = el("p", { class: "tail-status", id: "tail-status", role: "status" }, "Connecting…");
   const body = el("tbody", { id: "tail-rows" });
   const rows = table(["#", "Recorded", "Stream", "Version", "Type", "Data", ""], [], { class: "events tail" });
