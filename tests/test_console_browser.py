@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -371,6 +372,11 @@ def test_event_data_is_shown_as_text_never_run(page: Console, songs: Songs) -> N
     assert page.find("#event-data").is_displayed()
     _nothing_ran(page)
     page.shot("hostile-data")
+    # Markup in the route (a link someone was sent) is text too.
+    page.go(f"#/streams/{quote(HOSTILE_ARTIST, safe='')}")
+    page.wait(lambda: page.text_of("#stream-id") == HOSTILE_ARTIST, what="the stream id as text")
+    page.wait(lambda: "This stream has no events." in page.text_of("#stream"), what="the empty stream")
+    _nothing_ran(page)
 
 
 def test_markup_in_a_sink_is_refused_by_the_page_policy(page: Console) -> None:
