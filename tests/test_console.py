@@ -237,3 +237,33 @@ def test_a_build_ships_the_console_files(tmp_path: Path) -> None:
         path.name for path in ASSETS.iterdir()
     )
     assert (shipped / "__init__.py").is_file()
+
+
+def test_the_example_serves_the_console_and_its_metrics() -> None:
+    from example_songs import create_app, stack
+
+    app = create_app({"TESTING": True})
+    try:
+        client = app.test_client()
+        assert app.config["SHIMMIE_CONSOLE"] is True and app.config["SHIMMIE_METRICS"] is True
+        assert client.get("/admin/console").status_code == 200
+        metrics = client.get("/admin/metrics", headers={"Authorization": "Bearer admin-token"})
+        assert metrics.status_code == 200 and b"shimmie_last_stored_position" in metrics.data
+    finally:
+        stack.shutdown(app)
+
+
+def test_the_example_starts_without_the_metrics_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick start installs the openapi extra alone: the example then runs, without metrics."""
+    from example_songs import create_app, stack
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if it were not installed
+    app = create_app({"TESTING": True})
+    try:
+        client = app.test_client()
+        assert app.config["SHIMMIE_METRICS"] is False
+        admin = {"Authorization": "Bearer admin-token"}
+        assert client.get("/admin/metrics", headers=admin).status_code == 404
+        assert client.get("/admin/console").status_code == 200
+    finally:
+        stack.shutdown(app)
