@@ -2,10 +2,14 @@
 
 Run it with ``flask --app example_songs run``; switch stores with
 ``FLASK_SHIMMIE_EVENT_STORE=sqlite:///songs.db flask --app example_songs run``.
+The admin API is at ``/admin``, its web console at ``/admin/console`` (sign in
+with ``admin-token``), and its metrics at ``/admin/metrics`` when the ``metrics``
+extra is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +28,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "SHIMMIE_CORS": {"origins": "http://localhost:3000", "supports_credentials": True},
     "SHIMMIE_ENFORCE_AUTHORIZATION": True,
     "SHIMMIE_ADMIN_URL": "/admin",
+    "SHIMMIE_CONSOLE": True,
     "SHIMMIE_OPENAPI": True,
     "SHIMMIE_OPENAPI_TITLE": "Songs",
     "SONGS_TOKENS": DEMO_TOKENS,
@@ -42,10 +47,18 @@ stack.register_projection(SongsByArtist)
 stack.mount_processor("Artist Query", "/artists", artist_query)
 
 
+def metrics_installed() -> bool:
+    """Whether prometheus_client (the ``metrics`` extra) can be imported: then the example serves metrics.
+
+    The quick start installs only the ``openapi`` extra; the example must start with it alone.
+    """
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the songs app: defaults, then ``FLASK_*`` environment variables, then ``config``."""
     app = Flask(__name__, instance_relative_config=True)
-    app.config.from_mapping(DEFAULT_CONFIG)
+    app.config.from_mapping(DEFAULT_CONFIG, SHIMMIE_METRICS=metrics_installed())
     app.config.from_prefixed_env()
     if config:
         app.config.from_mapping(config)

@@ -1,4 +1,4 @@
-"""The admin routes of the durable subscriptions: list them, retry what failed, reset a position.
+"""The admin routes of the durable subscriptions: list them and their parked events, retry, reset.
 
 Added to the admin blueprint by :func:`flask_shimmie.admin.create_admin_blueprint`,
 behind the same authorization as the other admin routes.
@@ -41,7 +41,7 @@ def _options(allowed: tuple[str, ...]) -> dict[str, Any]:
 
 
 def add_subscription_routes(admin: Blueprint, admin_only: Callable[[View], View]) -> None:
-    """Add ``/subscriptions``, ``/subscriptions/<name>/retry`` and ``/subscriptions/<name>/reset``.
+    """Add ``/subscriptions``, ``/subscriptions/<name>/parked``, ``.../retry`` and ``.../reset``.
 
     ``admin_only`` is the admin API's guard; every route here is behind it.
     """
@@ -52,6 +52,29 @@ def add_subscription_routes(admin: Blueprint, admin_only: Callable[[View], View]
         """Every registered subscription: position, lag, state, runner, error, parked count."""
         found = control.statuses(_state())
         return jsonify({"subscriptions": [status.to_json() for status in found]})
+
+    @admin.get("/subscriptions/<name>/parked")
+    @admin_only
+    def parked_events(name: str) -> Response:
+        """The events ``name`` parked, in position order: tries, when, error, whether a retry is asked."""
+        control.lookup(_state(), name)
+        found = _state().runner.store.parked(name)
+        return jsonify(
+            {
+                "name": name,
+                "parked": [
+                    {
+                        "event_id": item.event_id,
+                        "sequence_num": item.sequence_num,
+                        "attempts": item.attempts,
+                        "parked_at": item.parked_at.isoformat(),
+                        "retry_requested": item.retry_requested,
+                        "error": item.error,
+                    }
+                    for item in found
+                ],
+            }
+        )
 
     @admin.post("/subscriptions/<name>/retry")
     @admin_only

@@ -134,6 +134,12 @@ class ShimmieStack:
                 from .metrics import install_metrics
 
                 install_metrics(app, state, settings.admin_url, settings.metrics_public)
+            if settings.console:
+                from .console import create_console_blueprint
+
+                app.register_blueprint(
+                    create_console_blueprint(settings.admin_url), url_prefix=settings.admin_url
+                )
         if settings.openapi.enabled:
             from .apidocs import create_openapi_blueprint
 

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "SHIMMIE_SUBSCRIPTION_MAX_LAG": 1000,
     "SHIMMIE_METRICS": False,
     "SHIMMIE_METRICS_PUBLIC": False,
+    "SHIMMIE_CONSOLE": False,
     "SHIMMIE_SSE_HEARTBEAT": 15.0,
     "SHIMMIE_SSE_MAX_CLIENTS": 32,
     "SHIMMIE_SSE_ACCESS": "admin",
@@ -193,6 +194,8 @@ class Settings:
     subscription_max_lag: int | None = 1000
     metrics: bool = False
     metrics_public: bool = False
+    #: Serve the web console at ``<SHIMMIE_ADMIN_URL>/console``.
+    console: bool = False
     #: Seconds between heartbeat comments on an idle event stream.
     sse_heartbeat: float = 15.0
     #: Event streams one process serves at a time.
@@ -299,6 +302,7 @@ class Settings:
             subscription_max_lag=max_lag,
             metrics=metrics,
             metrics_public=metrics_public,
+            console=_console_flag(config),
             sse_heartbeat=float(heartbeat),
             sse_max_clients=clients,
             sse_access=access,
@@ -320,3 +324,14 @@ def _metrics_flags(config: Config) -> tuple[bool, bool]:
             "<SHIMMIE_ADMIN_URL>/metrics."
         )
     return flags[0], flags[1]
+
+
+def _console_flag(config: Config) -> bool:
+    """``SHIMMIE_CONSOLE``: True or False, and the console needs the admin URL (it calls the admin API)."""
+    console = _flag(config, "SHIMMIE_CONSOLE")
+    if console and not config["SHIMMIE_ADMIN_URL"]:
+        raise ConfigurationError(
+            "SHIMMIE_CONSOLE = True needs SHIMMIE_ADMIN_URL (e.g. '/admin'): the console is served at "
+            "<SHIMMIE_ADMIN_URL>/console and reads everything through the admin API."
+        )
+    return console

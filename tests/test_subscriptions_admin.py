@@ -1,4 +1,4 @@
-"""The admin API of the subscriptions: list, retry, reset; its errors are JSON and change nothing."""
+"""The admin API of the subscriptions: list, parked events, retry, reset; errors are JSON, change nothing."""
 
 from __future__ import annotations
 
@@ -110,6 +110,38 @@ def test_the_list_shows_position_lag_state_runner_error_and_parked(setup: Setup)
     }
 
 
+def test_the_parked_events_are_listed_with_their_error_and_tries(setup: Setup) -> None:
+    with setup.app.app_context():
+        (stored,) = setup.state.runner.store.parked("mailer")
+        bad = setup.stack.read_events(1, 1)[0]
+    response = setup.client.get("/admin/subscriptions/mailer/parked", headers=ADMIN)
+    assert response.status_code == 200
+    body = response.get_json()
+    (parked,) = body["parked"]
+    assert body["name"] == "mailer"
+    assert {key: parked[key] for key in ("event_id", "sequence_num", "attempts", "retry_requested")} == {
+        "event_id": bad.event_id,
+        "sequence_num": 2,
+        "attempts": 1,
+        "retry_requested": False,
+    }
+    assert parked["error"].rstrip().endswith("RuntimeError: no")
+    assert parked["parked_at"] == stored.parked_at.isoformat()
+    setup.post("/admin/subscriptions/mailer/retry")
+    again = setup.client.get("/admin/subscriptions/mailer/parked", headers=ADMIN).get_json()
+    assert again["parked"][0]["retry_requested"] is True
+    assert setup.client.get("/admin/subscriptions/tally/parked", headers=ADMIN).get_json() == {
+        "name": "tally",
+        "parked": [],
+    }
+
+
+def test_the_parked_events_of_an_unknown_subscription_are_404(setup: Setup) -> None:
+    response = setup.client.get("/admin/subscriptions/ghost/parked", headers=ADMIN)
+    assert response.status_code == 404
+    assert "No subscription named 'ghost'" in response.get_json()["message"]
+
+
 def test_retry_marks_the_parked_events_then_the_runner_handles_them(setup: Setup) -> None:
     setup.fixed = True
     response = setup.post("/admin/subscriptions/mailer/retry")
@@ -189,12 +221,14 @@ def test_bad_requests_get_json_errors_and_change_nothing(
 
 def test_the_routes_need_an_identity(setup: Setup) -> None:
     assert setup.client.get("/admin/subscriptions").status_code == 401
+    assert setup.client.get("/admin/subscriptions/mailer/parked").status_code == 401
     assert setup.client.post("/admin/subscriptions/tally/reset").status_code == 401
 
 
 def test_without_an_admin_authorizer_the_routes_are_closed(subs: SubsHarness) -> None:
     closed = Setup(subs, authorizer=False)
     assert closed.client.get("/admin/subscriptions", headers=ADMIN).status_code == 403
+    assert closed.client.get("/admin/subscriptions/mailer/parked", headers=ADMIN).status_code == 403
     assert closed.post("/admin/subscriptions/mailer/reset").status_code == 403
     with closed.app.app_context():
         assert closed.state.runner.store.get("mailer").position == 3
