@@ -20,10 +20,10 @@ from flask import Flask, request
 from flask_shimmie import Event, NewEvent, ShimmieStack
 from flask_shimmie import relay as relay_module
 from flask_shimmie import runner as runner_module
-from flask_shimmie.follower import Follower
 from flask_shimmie.sinks import Sink, SinkError
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS, FreshDatabases, require_backend
+from tests.backends import BACKENDS
+from tests.subscription_fixtures import harness_on, without_waits
 from tests.subscription_harness import SubsHarness
 
 ADMIN = {"Authorization": "Bearer admin"}
@@ -32,23 +32,14 @@ ADMIN = {"Authorization": "Bearer admin"}
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries and outage pauses without the production backoff; no follower threads."""
-    monkeypatch.setattr(runner_module, "RETRY_DELAY", 0.001)
-    monkeypatch.setattr(runner_module, "RETRY_DELAY_MAX", 0.004)
+    without_waits(monkeypatch)
     monkeypatch.setattr(runner_module, "OUTAGE_DELAY", 0.001)
     monkeypatch.setattr(runner_module, "OUTAGE_DELAY_MAX", 0.002)
-    monkeypatch.setattr(Follower, "start", lambda self: None)
 
 
 @pytest.fixture(params=BACKENDS)
 def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    require_backend(request.param)
-    databases = FreshDatabases(request.param, tmp_path)
-    harness = SubsHarness(databases.url("events"))
-    try:
-        yield harness
-    finally:
-        harness.close()
-        databases.drop()
+    yield from harness_on(request.param, tmp_path)
 
 
 class ScriptedSink(Sink):

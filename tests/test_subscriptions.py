@@ -17,42 +17,28 @@ from flask import Flask, current_app
 from marshmallow import Schema, fields
 
 from flask_shimmie import Event, NewEvent, Projection, ShimmieStack, subscribe
-from flask_shimmie import runner as runner_module
-from flask_shimmie.follower import Follower
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS, DURABLE_BACKENDS, FreshDatabases, require_backend
+from tests.backends import BACKENDS, DURABLE_BACKENDS
+from tests.subscription_fixtures import harness_on, without_waits
 from tests.subscription_harness import SubsHarness, Tally, projection_db, sql, tally_rows
 
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries without the production backoff, and no follower threads (nothing here needs one)."""
-    monkeypatch.setattr(runner_module, "RETRY_DELAY", 0.001)
-    monkeypatch.setattr(runner_module, "RETRY_DELAY_MAX", 0.004)
-    monkeypatch.setattr(Follower, "start", lambda self: None)
-
-
-def _harness(backend: str, tmp_path: Path) -> Iterator[SubsHarness]:
-    require_backend(backend)
-    databases = FreshDatabases(backend, tmp_path)
-    harness = SubsHarness(databases.url("events"))
-    try:
-        yield harness
-    finally:
-        harness.close()
-        databases.drop()
+    without_waits(monkeypatch)
 
 
 @pytest.fixture(params=BACKENDS)
 def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
     """Apps on a fresh store of each backend."""
-    yield from _harness(request.param, tmp_path)
+    yield from harness_on(request.param, tmp_path)
 
 
 @pytest.fixture(params=DURABLE_BACKENDS)
 def durable_subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
     """Apps on a fresh SQLite or PostgreSQL store, which a second app (a restart) can open."""
-    yield from _harness(request.param, tmp_path)
+    yield from harness_on(request.param, tmp_path)
 
 
 def _record(stack: ShimmieStack, app: Flask, *names: str, stream: str = "s", **data: Any) -> list[Event]:

@@ -11,10 +11,9 @@ from flask import request
 from flask.testing import FlaskClient
 
 from flask_shimmie import Event, ShimmieStack
-from flask_shimmie import runner as runner_module
-from flask_shimmie.follower import Follower
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS, FreshDatabases, require_backend
+from tests.backends import BACKENDS
+from tests.subscription_fixtures import harness_on, without_waits
 from tests.subscription_harness import SubsHarness, Tally, projection_db, tally_rows
 
 ADMIN = {"Authorization": "Bearer admin"}
@@ -22,20 +21,12 @@ ADMIN = {"Authorization": "Bearer admin"}
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_module, "RETRY_DELAY", 0.001)
-    monkeypatch.setattr(Follower, "start", lambda self: None)
+    without_waits(monkeypatch)
 
 
 @pytest.fixture(params=BACKENDS)
 def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    require_backend(request.param)
-    databases = FreshDatabases(request.param, tmp_path)
-    harness = SubsHarness(databases.url("events"))
-    try:
-        yield harness
-    finally:
-        harness.close()
-        databases.drop()
+    yield from harness_on(request.param, tmp_path)
 
 
 class Setup:
