@@ -251,6 +251,25 @@ def test_the_users_cors_options_win() -> None:
     assert vary(quiet.get("/v1/open", headers={"Origin": LOCALHOST})) == []
 
 
+def test_a_resource_that_always_sends_gets_cors_headers_without_an_origin() -> None:
+    # always_send set on one resource only: requests without an Origin still get its headers there.
+    client = cors_app({"origins": LOCALHOST, "resources": {"/v1/open": {"always_send": True}, "/v1/*": {}}})
+    assert client.get("/v1/open").headers["Access-Control-Allow-Origin"] == LOCALHOST
+    guarded = client.get("/v1/guarded")
+    assert "Access-Control-Allow-Origin" not in guarded.headers and vary(guarded) == ["Origin"]
+    with_origin = client.get("/v1/guarded", headers={"Origin": LOCALHOST})
+    assert with_origin.headers["Access-Control-Allow-Origin"] == LOCALHOST
+
+
+def test_an_app_config_cors_key_is_honoured_without_an_origin() -> None:
+    # flask-cors also reads CORS_* config keys; SHIMMIE_CORS's own options win over them.
+    app, _ = build({"SHIMMIE_CORS": {"origins": LOCALHOST}, "CORS_EXPOSE_HEADERS": "X-Seq-Num"})
+    client = app.test_client()
+    allowed = client.get("/v1/open", headers={"Origin": LOCALHOST})
+    assert allowed.headers["Access-Control-Expose-Headers"] == "X-Seq-Num"
+    assert "Access-Control-Expose-Headers" not in client.get("/v1/open").headers
+
+
 def test_without_cors_config_the_stack_adds_no_vary() -> None:
     app, _ = build()
     response = app.test_client().get("/v1/open", headers={"Origin": LOCALHOST})
