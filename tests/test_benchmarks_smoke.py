@@ -1,5 +1,6 @@
 """The benchmark suite runs: its smallest mode, in-process, on the memory store (and scenario 7 on
-SQLite and PostgreSQL too, at a few hundred events).
+SQLite and PostgreSQL too, at a few hundred events), and scenario 5 over HTTP with every server
+it compares (runs of a fifth of a second).
 
 No timing thresholds: the machine may be slow or busy. Only the table's shape
 and that every ratio is a positive number are checked.
@@ -30,6 +31,15 @@ from benchmarks.cli import (  # noqa: E402
     settings_from,
 )
 from benchmarks.harness import Progress, Row, format_table  # noqa: E402
+from benchmarks.httpbench import (  # noqa: E402
+    FLOOR_GET_SCENARIO,
+    FLOOR_POST_SCENARIO,
+    SHIMMIESTACK_ENV,
+    run_http,
+    scenario_name,
+    shimmiestack_postgres_url,
+    shimmiestack_unavailable,
+)
 from benchmarks.subscription_suite import (  # noqa: E402
     LATENCY_SCENARIO,
     PROJECTION_SCENARIO,
@@ -196,3 +206,63 @@ def test_interleave_takes_turns_and_runs_each_side_its_number_of_times() -> None
 
     assert calls == ["ours", "theirs", "ours", "ours"]
     assert samples == {"ours": [1.0, 3.0, 4.0], "theirs": [2.0]}
+
+
+#: Scenario 5's rows, in order: memory (one process each), SQLite and PostgreSQL (the recommended workers).
+HTTP_ROWS = [
+    (scenario_name("POST", "ShimmieStack"), "memory"),
+    (scenario_name("POST", "bare Flask"), "memory"),
+    (FLOOR_POST_SCENARIO, "memory"),
+    (scenario_name("GET", "ShimmieStack"), "memory"),
+    (scenario_name("GET", "bare Flask"), "memory"),
+    (FLOOR_GET_SCENARIO, "memory"),
+    (scenario_name("POST", "bare Flask + SQLite"), "sqlite"),
+    (scenario_name("GET", "bare Flask"), "sqlite"),
+    (scenario_name("POST", "ShimmieStack"), "postgresql"),
+    (scenario_name("GET", "ShimmieStack"), "postgresql"),
+]
+
+
+def test_the_http_scenario_has_every_row_side_by_side(tmp_path: Path) -> None:
+    pytest.importorskip("granian", reason='granian is not installed (pip install -e ".[serve]")')
+    require_backend("postgresql")
+    settings = replace(QUICK, http_duration=0.2, warmup=0.02, http_repeats=1)
+    stores = Stores(postgres_url=postgres_base_url(), tmpdir=str(tmp_path / "stores"))
+    workdir = tmp_path / "http"
+    workdir.mkdir()
+    try:
+        rows = run_http(settings, Progress(enabled=False), "python", str(workdir), stores)
+    finally:
+        stores.cleanup()
+
+    assert [(row.scenario, row.backend) for row in rows] == HTTP_ROWS
+    reason = shimmiestack_unavailable()
+    for row in rows:
+        if reason is not None and "ShimmieStack" in row.scenario:
+            assert row.ratio is None and row.notes == f"skipped: {reason}", row
+            continue
+        assert isinstance(row.ratio, float) and row.ratio > 0, row
+        assert row.ours_value is not None and row.theirs_value is not None and row.theirs_value > 0, row
+        assert "errors" not in row.notes, row  # every request of every server answered 2xx
+        if row.scenario.startswith("5f"):
+            assert (row.target, row.holds) == ("- (info)", None) and "ours is at" in row.notes
+        else:
+            assert row.holds == (row.ratio >= float(row.target.strip("≥ ×"))), row
+    assert "| 5 HTTP GET /v1/songs/<id> vs bare Flask" in format_table(rows)
+
+
+def test_shimmiestack_rows_say_why_they_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SHIMMIESTACK_ENV, str(tmp_path / "nowhere"))
+    assert shimmiestack_unavailable() == (
+        f"no built ShimmieStack songs server in {tmp_path / 'nowhere'} (set {SHIMMIESTACK_ENV})"
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node there
+    assert shimmiestack_unavailable() == "node is not on PATH (Debian: apt-get install nodejs npm)"
+
+
+def test_node_postgres_gets_its_schema_through_the_url() -> None:
+    url = shimmiestack_postgres_url("postgresql://postgres@127.0.0.1:5432/test", "bench_1")
+    assert url == "postgresql://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_1"
+    assert shimmiestack_postgres_url("postgresql://h/db?sslmode=disable", "s").endswith(
+        "&options=-c%20search_path%3Ds"
+    )
