@@ -7,6 +7,7 @@ on routing redirects, and CORS (``SHIMMIE_CORS``).
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,11 +48,29 @@ class DepthSafeJSONProvider(DefaultJSONProvider):
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        kwargs.setdefault("object_pairs_hook", unique_keys)
         try:
+            if not kwargs:
+                return _loads_unique(s)
+            kwargs.setdefault("object_pairs_hook", unique_keys)
             return super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("The JSON body nests objects and arrays too deeply.") from None
+
+
+#: ``json.loads(..., object_pairs_hook=unique_keys)`` builds a decoder per call; one serves them all.
+_unique_decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
+
+
+def _loads_unique(s: str | bytes) -> Any:
+    """``json.loads(s, object_pairs_hook=unique_keys)``, with the same checks, on one shared decoder."""
+    if isinstance(s, str):
+        if s.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", s, 0)
+    elif isinstance(s, (bytes, bytearray)):
+        s = s.decode(json.detect_encoding(s), "surrogatepass")
+    else:
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {s.__class__.__name__}")
+    return _unique_decoder.decode(s)
 
 
 def parse_seq_num_min(raw: str) -> int:
