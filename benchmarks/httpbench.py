@@ -307,14 +307,21 @@ def run_python_load(port: int, method: str, paths: Sequence[str], duration: floa
         headers["Content-Type"] = "application/json"
     counts = [0] * connections
     errors = [0] * connections
-    start = time.perf_counter()
-    deadline = start + duration
+    clock: dict[str, float] = {}
+
+    def start_clock() -> None:
+        clock["start"] = time.perf_counter()
+        clock["deadline"] = clock["start"] + duration
+
+    # Every thread has its connection before the clock starts: a busy machine may start them slowly.
+    ready = threading.Barrier(connections, action=start_clock)
 
     def run(index: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         n = index
         try:
-            while time.perf_counter() < deadline:
+            ready.wait()
+            while time.perf_counter() < clock["deadline"]:
                 n += 1
                 try:
                     conn.request(method, paths[n % len(paths)], body=body, headers=headers)
@@ -335,7 +342,7 @@ def run_python_load(port: int, method: str, paths: Sequence[str], duration: floa
         thread.start()
     for thread in pool:
         thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - clock["start"]
     return Load(sum(counts) / elapsed, sum(counts), sum(errors))
 
 
