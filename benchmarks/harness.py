@@ -230,7 +230,15 @@ def skipped_row(scenario: str, backend: str, reason: str) -> Row:
     return Row(scenario, backend, "-", "-", None, "-", None, f"skipped: {reason}")
 
 
-HEADERS = ("scenario", "backend", "flask_shimmie", "eventsourcing / bare Flask", "ratio", "target", "holds")
+HEADERS = (
+    "scenario",
+    "backend",
+    "flask_shimmie",
+    "eventsourcing / bare Flask / ShimmieStack",
+    "ratio",
+    "target",
+    "holds",
+)
 
 
 def cells(row: Row) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from flask_shimmie import NewEvent
 
 from .harness import Progress, Row, Settings, rate
-from .httpbench import Server
+from .httpbench import Server, gunicorn_server
 from .shimmie_side import CREATED, make_app
 from .subscription_suite import percentile
 
@@ -140,13 +140,12 @@ def sse_rows(backend: str, url: str, settings: Settings, progress: Progress, wor
     """Scenario 9 for each of ``settings.sse_clients`` on the store ``url``."""
     # One thread per stream: a closed stream's thread is freed at its next write or heartbeat.
     streams = sum(settings.sse_clients)
-    server = Server(
+    server = gunicorn_server(
         f"sse-{backend}",
         "benchmarks.sse_app:create_app()",
         workdir,
-        env={"BENCH_SSE_STORE": url, "BENCH_SSE_CLIENTS": str(streams)},
-        workers=1,
         threads=streams + 4,
+        env={"BENCH_SSE_STORE": url, "BENCH_SSE_CLIENTS": str(streams)},
     )
     progress(f"{backend}: {SCENARIO}: starting gunicorn (1 worker × gthread:{streams + 4})")
     make_app(url, with_model=False).close()  # the tables, before the server opens the store

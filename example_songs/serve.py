@@ -111,17 +111,19 @@ def _number(
     return value
 
 
-def build_server(settings: ServeSettings) -> AbstractServer[Any]:
+def build_server(settings: ServeSettings, target: str = TARGET) -> AbstractServer[Any]:
     """A granian server for example_songs under ``settings`` (not started: call ``serve()``).
 
-    granian is imported here, so the app itself does not need it.
+    ``target`` is the app factory each worker calls (``module:function``); the
+    benchmarks serve other apps with the same settings. granian is imported
+    here, so the app itself does not need it.
     """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
     return Granian(
-        TARGET,
+        target,
         factory=True,
         interface=Interfaces.WSGI,
         address=settings.host,

@@ -44,7 +44,7 @@ from .recording import (
 )
 from .registry import Registry
 from .relay import close_sinks, relay_spec
-from .request_hooks import install_cors, install_request_hooks
+from .request_hooks import install_request_hooks
 from .schemas import Upcaster, arguments
 from .settings import Settings, normalise_prefix
 from .signals import event_recorded, pii_erased, replay_finished, replay_started
@@ -118,8 +118,6 @@ class ShimmieStack:
         register_error_handlers(app)
         app.cli.add_command(shimmie_cli)
         install_request_hooks(app, self, state)
-        if settings.cors is not None:
-            install_cors(app, settings.cors)
         for model_cls in self.registry.models:
             state.add_model(model_cls)
         for event_name, handler in self.registry.functions:

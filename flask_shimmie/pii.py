@@ -74,6 +74,11 @@ def _put(node: Any, segments: list[str], value: Any) -> None:
         _put(node[key], rest, value)
 
 
+def may_hold_pii(data: dict[str, Any], paths: Iterable[str]) -> bool:
+    """Whether :func:`split_pii` could find anything at ``paths`` in ``data``: a path's first key is there."""
+    return any(_segment(path.partition(".")[0])[0] in data for path in paths)
+
+
 def split_pii(
     data: dict[str, Any], paths: Iterable[str]
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]:

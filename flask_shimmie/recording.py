@@ -15,7 +15,7 @@ from typing import Any
 from .errors import InvalidEventError, PiiNotConfiguredError
 from .events import Expected, ExpectedVersion, NewEvent
 from .ids import new_event_id
-from .pii import split_pii
+from .pii import may_hold_pii, split_pii
 from .storage.codec import loads
 from .storage.interface import PendingEvent
 
@@ -257,7 +257,8 @@ class EventPreparer:
         pii_json = None
         stored_json = data_json
         present: tuple[str, ...] = ()
-        if pii_paths:
+        # Decoding the payload again to look for PII is only worth it when a path could be there.
+        if pii_paths and may_hold_pii(data, pii_paths):
             stored, values, present = split_pii(json.loads(data_json), pii_paths)
             if present:
                 if not self.pii_enabled:

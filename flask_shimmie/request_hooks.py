@@ -7,13 +7,14 @@ on routing redirects, and CORS (``SHIMMIE_CORS``).
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import RequestRedirect
@@ -32,6 +33,8 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 SEQ_NUM_HEADER = "X-Seq-Num"
 SEQ_NUM_MIN_HEADER = "X-Seq-Num-Min"
+#: Where a WSGI server puts the ``X-Seq-Num-Min`` header.
+_SEQ_NUM_MIN_ENVIRON = "HTTP_" + SEQ_NUM_MIN_HEADER.upper().replace("-", "_")
 
 
 class DepthSafeJSONProvider(DefaultJSONProvider):
@@ -45,11 +48,29 @@ class DepthSafeJSONProvider(DefaultJSONProvider):
     """
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        kwargs.setdefault("object_pairs_hook", unique_keys)
         try:
+            if not kwargs:
+                return _loads_unique(s)
+            kwargs.setdefault("object_pairs_hook", unique_keys)
             return super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("The JSON body nests objects and arrays too deeply.") from None
+
+
+#: ``json.loads(..., object_pairs_hook=unique_keys)`` builds a decoder per call; one serves them all.
+_unique_decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
+
+
+def _loads_unique(s: str | bytes) -> Any:
+    """``json.loads(s, object_pairs_hook=unique_keys)``, with the same checks, on one shared decoder."""
+    if isinstance(s, str):
+        if s.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", s, 0)
+    elif isinstance(s, (bytes, bytearray)):
+        s = s.decode(json.detect_encoding(s), "surrogatepass")
+    else:
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {s.__class__.__name__}")
+    return _unique_decoder.decode(s)
 
 
 def parse_seq_num_min(raw: str) -> int:
@@ -90,9 +111,14 @@ def enforce_body_limit(limit: int) -> None:
 
 def matched_view(app: Flask) -> Callable[..., Any] | None:
     """The view the current request's URL and method matched; ``None`` for 404, 405, redirects."""
-    if request.url_rule is None or request.routing_exception is not None or request.endpoint is None:
+    return _matched_view(app, request._get_current_object())  # type: ignore[attr-defined]
+
+
+def _matched_view(app: Flask, req: Request) -> Callable[..., Any] | None:
+    rule = req.url_rule
+    if rule is None or req.routing_exception is not None or rule.endpoint is None:
         return None
-    return app.view_functions.get(request.endpoint)
+    return app.view_functions.get(rule.endpoint)
 
 
 def relative_location(url: str) -> str:
@@ -123,21 +149,27 @@ class WaiterSlots:
 
 
 def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> None:
-    """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``."""
+    """Register the stack's ``before_request`` and ``after_request`` hooks on ``app``.
+
+    With ``SHIMMIE_CORS`` set, CORS (see :func:`cors_response_hook`) runs in the
+    same ``after_request`` hook, before ``X-Seq-Num`` is added: one hook instead
+    of three on every response.
+    """
     settings = state.settings
     slots = WaiterSlots(settings.max_seq_waiters)
+    cors = cors_response_hook(app, settings.cors) if settings.cors is not None else None
 
-    def wait_for_position(wanted: int, started: float) -> None:
+    def wait_for_position(req: Request, wanted: int, started: float) -> None:
         """Wait until ``wanted`` is applied here, only for a caller who may call the matched view.
 
         An unmatched route (404, 405) or an automatic OPTIONS answer never
         waits; a refused caller gets its 401 / 403 at once. The wait ends at
         the request's deadline, ``SHIMMIE_SEQ_WAIT_TIMEOUT`` after it began.
         """
-        view = matched_view(app)
+        view = _matched_view(app, req)
         if view is None:
             return  # the routing error answers, at once
-        if request.method == "OPTIONS" and getattr(request.url_rule, "provide_automatic_options", False):
+        if req.method == "OPTIONS" and getattr(req.url_rule, "provide_automatic_options", False):
             return  # Flask answers it without running the view
         admit(view)
         dispatcher = state.dispatcher
@@ -156,7 +188,9 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
 
     def before_request() -> None:
         started = time.monotonic()
-        redirect = request.routing_exception
+        # The request object itself, not its proxy: every proxied attribute costs a context lookup.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        redirect = req.routing_exception
         if isinstance(redirect, RequestRedirect):
             # werkzeug builds the URL of a merge_slashes / strict_slashes redirect
             # from the Host header, which the client chose.
@@ -165,25 +199,31 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
         if limit is not None:
             configured = app.config.get("MAX_CONTENT_LENGTH")
             limit = limit if configured is None else min(limit, configured)
-            request.max_content_length = limit
+            req.max_content_length = limit
             enforce_body_limit(limit)
-        raw_min = request.headers.get(SEQ_NUM_MIN_HEADER)
+        # What request.headers.get(SEQ_NUM_MIN_HEADER) reads, without building the headers view.
+        raw_min = req.environ.get(_SEQ_NUM_MIN_ENVIRON)
         wanted = parse_seq_num_min(raw_min) if raw_min is not None else None
-        if request.endpoint == "shimmie_admin.health":
-            return  # health reports on the stores itself, even when they are down
-        if request.blueprint == "shimmie_openapi":
-            return  # the API description needs no store
+        rule = req.url_rule
+        endpoint = rule.endpoint if rule is not None else None
+        if endpoint is not None:
+            if endpoint == "shimmie_admin.health":
+                return  # health reports on the stores itself, even when they are down
+            if endpoint.rpartition(".")[0] == "shimmie_openapi":
+                return  # the API description needs no store
         state.ready()  # starts the stack on the first request (SHIMMIE_AUTO_STARTUP)
         dispatcher = state.dispatcher
-        if request.method in COMMAND_METHODS:
+        if req.method in COMMAND_METHODS:
             dispatcher.ensure_handled()
         if wanted is not None and dispatcher.last_handled < wanted:
-            wait_for_position(wanted, started)
+            wait_for_position(req, wanted, started)
 
     def after_request(response: Response) -> Response:
+        if cors is not None:
+            response = cors(response)
         # The store's size is no one's business but an admitted caller's.
         if response.status_code not in (401, 403):
-            view = matched_view(app)
+            view = _matched_view(app, request._get_current_object())  # type: ignore[attr-defined]
             if view is not None and admitted(view):
                 response.headers[SEQ_NUM_HEADER] = str(state.dispatcher.last_handled)
         return response
@@ -194,25 +234,45 @@ def install_request_hooks(app: Flask, stack: ShimmieStack, state: AppState) -> N
     app.after_request(after_request)
 
 
-def install_cors(app: Flask, options: Mapping[str, Any]) -> None:
-    """Configure flask-cors on ``app`` with ``options`` (``SHIMMIE_CORS``), which win over ours.
+def cors_response_hook(app: Flask, options: Mapping[str, Any]) -> Callable[[Response], Response]:
+    """Configure flask-cors on ``app`` with ``options`` (``SHIMMIE_CORS``, which win over ours).
 
     Ours: CORS headers only on requests that carry an ``Origin``
     (``always_send=False``), and ``Vary: Origin`` on every response (unless
     ``vary_header`` is false), since whether a response carries them depends
     on the request's ``Origin``: a cache must not hand one origin's answer to another.
+
+    flask-cors's response hook is taken off ``app`` and returned inside the
+    function that adds ``Vary``, for the stack's own ``after_request`` to call.
+    It is skipped for a request without an ``Origin`` when no resource sets
+    ``always_send``: it would add nothing to such a response, and looking
+    costs more than the rest of a simple GET. (flask-cors's wrapping of the
+    error handlers stays as it installs it.)
     """
     from flask_cors import CORS
+    from flask_cors.core import get_cors_options, parse_resources
 
     merged = {"always_send": False, **dict(options)}
-    if merged.get("vary_header", True):
+    hooks = app.after_request_funcs.setdefault(None, [])
+    before = len(hooks)
+    CORS(app, **merged)
+    # What flask-cors registered, in the order Flask would have run it (the last registered first).
+    cors_hooks = cast("list[Callable[[Response], Response]]", hooks[before:][::-1])
+    del hooks[before:]
+    # The options flask-cors resolves for each resource, as its init_app does.
+    resolved = get_cors_options(app, merged, merged)
+    resources = parse_resources(resolved.get("resources"))
+    origin_needed = not any(get_cors_options(app, resolved, own).get("always_send") for _, own in resources)
+    vary = bool(merged.get("vary_header", True))
 
-        def vary_on_origin(response: Response) -> Response:
+    def apply_cors(response: Response) -> Response:
+        if not origin_needed or request.environ.get("HTTP_ORIGIN"):
+            for hook in cors_hooks:
+                response = hook(response)
+        if vary:
             values = {v.strip().lower() for line in response.headers.getlist("Vary") for v in line.split(",")}
             if not values & {"origin", "*"}:
                 response.headers.add("Vary", "Origin")
-            return response
+        return response
 
-        # Registered before flask-cors's hook, so it runs after it and sees its Vary.
-        app.after_request(vary_on_origin)
-    CORS(app, **merged)
+    return apply_cors

@@ -1,6 +1,7 @@
 """The benchmark suite runs: its smallest mode, in-process, on the memory store (and scenario 7 on
 SQLite and PostgreSQL too, at a few hundred events; the relay target's scenarios 8 and 9 on SQLite,
-against the real brokers).
+against the real brokers), and scenario 5 over HTTP with every server it compares (runs of half a
+second).
 
 No timing thresholds: the machine may be slow or busy. Only the table's shape
 and that every ratio is a positive number are checked.
@@ -33,6 +34,15 @@ from benchmarks.cli import (  # noqa: E402
     settings_from,
 )
 from benchmarks.harness import Progress, Row, format_table  # noqa: E402
+from benchmarks.httpbench import (  # noqa: E402
+    FLOOR_GET_SCENARIO,
+    FLOOR_POST_SCENARIO,
+    SHIMMIESTACK_ENV,
+    run_http,
+    scenario_name,
+    shimmiestack_postgres_url,
+    shimmiestack_unavailable,
+)
 from benchmarks.relay_bench import SCENARIOS as RELAY_SCENARIOS  # noqa: E402
 from benchmarks.sse_fanout import SCENARIO as SSE_SCENARIO  # noqa: E402
 from benchmarks.subscription_suite import (  # noqa: E402
@@ -240,3 +250,63 @@ def test_relay_target_and_options() -> None:
     assert backends_of(["relay"]) == ([], False)  # the suite picks SQLite and PostgreSQL then
     settings = settings_from(args)
     assert (settings.relay_events, settings.relay_rabbitmq_events, settings.relay_repeats) == (500, 50, 2)
+
+
+#: Scenario 5's rows, in order: memory (one process each), SQLite and PostgreSQL (the recommended workers).
+HTTP_ROWS = [
+    (scenario_name("POST", "ShimmieStack"), "memory"),
+    (scenario_name("POST", "bare Flask"), "memory"),
+    (FLOOR_POST_SCENARIO, "memory"),
+    (scenario_name("GET", "ShimmieStack"), "memory"),
+    (scenario_name("GET", "bare Flask"), "memory"),
+    (FLOOR_GET_SCENARIO, "memory"),
+    (scenario_name("POST", "bare Flask + SQLite"), "sqlite"),
+    (scenario_name("GET", "bare Flask"), "sqlite"),
+    (scenario_name("POST", "ShimmieStack"), "postgresql"),
+    (scenario_name("GET", "ShimmieStack"), "postgresql"),
+]
+
+
+def test_the_http_scenario_has_every_row_side_by_side(tmp_path: Path) -> None:
+    pytest.importorskip("granian", reason='granian is not installed (pip install -e ".[serve]")')
+    require_backend("postgresql")
+    settings = replace(QUICK, http_duration=0.5, warmup=0.02, http_repeats=1)
+    stores = Stores(postgres_url=postgres_base_url(), tmpdir=str(tmp_path / "stores"))
+    workdir = tmp_path / "http"
+    workdir.mkdir()
+    try:
+        rows = run_http(settings, Progress(enabled=False), "python", str(workdir), stores)
+    finally:
+        stores.cleanup()
+
+    assert [(row.scenario, row.backend) for row in rows] == HTTP_ROWS
+    reason = shimmiestack_unavailable()
+    for row in rows:
+        if reason is not None and "ShimmieStack" in row.scenario:
+            assert row.ratio is None and row.notes == f"skipped: {reason}", row
+            continue
+        assert "errors" not in row.notes, row  # every request of every server answered 2xx
+        assert isinstance(row.ratio, float) and row.ratio > 0, row
+        assert row.ours_value is not None and row.theirs_value is not None and row.theirs_value > 0, row
+        if row.scenario.startswith("5f"):
+            assert (row.target, row.holds) == ("- (info)", None) and "ours is at" in row.notes
+        else:
+            assert row.holds == (row.ratio >= float(row.target.strip("≥ ×"))), row
+    assert "| 5 HTTP GET /v1/songs/<id> vs bare Flask" in format_table(rows)
+
+
+def test_shimmiestack_rows_say_why_they_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SHIMMIESTACK_ENV, str(tmp_path / "nowhere"))
+    assert shimmiestack_unavailable() == (
+        f"no built ShimmieStack songs server in {tmp_path / 'nowhere'} (set {SHIMMIESTACK_ENV})"
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node there
+    assert shimmiestack_unavailable() == "node is not on PATH (Debian: apt-get install nodejs npm)"
+
+
+def test_node_postgres_gets_its_schema_through_the_url() -> None:
+    url = shimmiestack_postgres_url("postgresql://postgres@127.0.0.1:5432/test", "bench_1")
+    assert url == "postgresql://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dbench_1"
+    assert shimmiestack_postgres_url("postgresql://h/db?sslmode=disable", "s").endswith(
+        "&options=-c%20search_path%3Ds"
+    )

@@ -6,6 +6,7 @@ A small app: open and guarded views (``@authorize``), the admin API at ``/admin`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from flask import Blueprint, Flask, abort, request
 from flask.testing import FlaskClient
 
 from flask_shimmie import NO_STREAM, ShimmieStack, authorize, current_stack, no_authorization
+from flask_shimmie.recording import unique_keys
 from flask_shimmie.request_hooks import relative_location
 
 USER = {"Authorization": "Bearer user"}
@@ -251,7 +253,70 @@ def test_the_users_cors_options_win() -> None:
     assert vary(quiet.get("/v1/open", headers={"Origin": LOCALHOST})) == []
 
 
+def test_a_resource_that_always_sends_gets_cors_headers_without_an_origin() -> None:
+    # always_send set on one resource only: requests without an Origin still get its headers there.
+    client = cors_app({"origins": LOCALHOST, "resources": {"/v1/open": {"always_send": True}, "/v1/*": {}}})
+    assert client.get("/v1/open").headers["Access-Control-Allow-Origin"] == LOCALHOST
+    guarded = client.get("/v1/guarded")
+    assert "Access-Control-Allow-Origin" not in guarded.headers and vary(guarded) == ["Origin"]
+    with_origin = client.get("/v1/guarded", headers={"Origin": LOCALHOST})
+    assert with_origin.headers["Access-Control-Allow-Origin"] == LOCALHOST
+
+
+def test_an_app_config_cors_key_is_honoured_without_an_origin() -> None:
+    # flask-cors also reads CORS_* config keys; SHIMMIE_CORS's own options win over them.
+    app, _ = build({"SHIMMIE_CORS": {"origins": LOCALHOST}, "CORS_EXPOSE_HEADERS": "X-Seq-Num"})
+    client = app.test_client()
+    allowed = client.get("/v1/open", headers={"Origin": LOCALHOST})
+    assert allowed.headers["Access-Control-Expose-Headers"] == "X-Seq-Num"
+    assert "Access-Control-Expose-Headers" not in client.get("/v1/open").headers
+
+
 def test_without_cors_config_the_stack_adds_no_vary() -> None:
     app, _ = build()
     response = app.test_client().get("/v1/open", headers={"Origin": LOCALHOST})
     assert "Access-Control-Allow-Origin" not in response.headers and vary(response) == []
+
+
+# -- the JSON provider ------------------------------------------------------------------------------
+
+JSON_INPUTS: list[Any] = [
+    '{"a": 1, "b": [1, 2, {"c": null}]}',
+    b'{"a": "\xc3\xa9"}',
+    bytearray(b'{"a": 1}'),
+    "\ufeff{}",  # a BOM in text: refused
+    b"\xef\xbb\xbf{}",  # a BOM in bytes: read as UTF-8
+    '{"a": 1}'.encode("utf-16"),
+    '{"a": 1}'.encode("utf-32-le"),
+    '{"a": 1, "a": 2}',  # a repeated key: refused
+    '{"a": {"b": 1, "b": 1}}',
+    "[" * 100_000 + "]" * 100_000,  # too deep for Python
+    "{",
+    " 7 ",
+    12,
+]
+
+
+@pytest.mark.parametrize("text", JSON_INPUTS, ids=lambda value: repr(value)[:30])
+def test_the_json_provider_reads_as_json_loads_with_unique_keys(text: Any) -> None:
+    app, _ = build()
+
+    def outcome(read: Any) -> Any:
+        try:
+            return "value", read(text)
+        except RecursionError:  # what the provider turns into a 400
+            return "too deep", ValueError("The JSON body nests objects and arrays too deeply.")
+        except Exception as error:  # the kind and message of what each refuses
+            if str(error) == "The JSON body nests objects and arrays too deeply.":
+                return "too deep", ValueError(str(error))
+            return "error", type(error), str(error)
+
+    def same(found: Any, wanted: Any) -> bool:
+        if found[0] == "too deep":
+            return wanted[0] == "too deep"
+        return bool(found == wanted)
+
+    expected = outcome(lambda value: json.loads(value, object_pairs_hook=unique_keys))
+    assert same(outcome(app.json.loads), expected)
+    # Keyword arguments still go through json.loads (with unique keys unless replaced).
+    assert same(outcome(lambda value: app.json.loads(value, parse_int=int)), expected)
