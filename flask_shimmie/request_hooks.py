@@ -250,7 +250,6 @@ def cors_response_hook(app: Flask, options: Mapping[str, Any]) -> Callable[[Resp
     error handlers stays as it installs it.)
     """
     from flask_cors import CORS
-    from flask_cors.core import get_cors_options, parse_resources
 
     merged = {"always_send": False, **dict(options)}
     hooks = app.after_request_funcs.setdefault(None, [])
@@ -259,10 +258,7 @@ def cors_response_hook(app: Flask, options: Mapping[str, Any]) -> Callable[[Resp
     # What flask-cors registered, in the order Flask would have run it (the last registered first).
     cors_hooks = cast("list[Callable[[Response], Response]]", hooks[before:][::-1])
     del hooks[before:]
-    # The options flask-cors resolves for each resource, as its init_app does.
-    resolved = get_cors_options(app, merged, merged)
-    resources = parse_resources(resolved.get("resources"))
-    origin_needed = not any(get_cors_options(app, resolved, own).get("always_send") for _, own in resources)
+    origin_needed = not _may_always_send(app, merged)
     vary = bool(merged.get("vary_header", True))
 
     def apply_cors(response: Response) -> Response:
@@ -276,3 +272,20 @@ def cors_response_hook(app: Flask, options: Mapping[str, Any]) -> Callable[[Resp
         return response
 
     return apply_cors
+
+
+def _may_always_send(app: Flask, options: Mapping[str, Any]) -> bool:
+    """Whether some CORS resource may send its headers to a request without an ``Origin``.
+
+    Read from the options as given, not from flask-cors's resolved ones (their
+    shape is private and changes between its releases): ``options`` always
+    hold ``always_send`` (they win over ``CORS_ALWAYS_SEND``), and a resource
+    given as a mapping (``resources`` here, else ``CORS_RESOURCES``) may set
+    its own.
+    """
+    if options.get("always_send"):
+        return True
+    resources = options.get("resources", app.config.get("CORS_RESOURCES"))
+    if not isinstance(resources, Mapping):
+        return False
+    return any(isinstance(own, Mapping) and own.get("always_send") for own in resources.values())
