@@ -232,3 +232,22 @@ def test_appends_stay_gap_free_where_sessions_default_to_serializable(
 
     assert reported == list(range(1, 161))
     assert positions(open_store().read()) == list(range(1, 161))
+
+
+def test_recorded_at_follows_the_positions_of_writers_racing_from_two_store_objects(
+    backend: str, store_url: str, open_store: Callable[[], EventStore]
+) -> None:
+    """The time is read once the writers' lock is held, so a writer that waited for it never
+    stamps its events earlier than those committed before them."""
+    stores = [open_store(), open_store()]
+
+    def writer(index: int) -> None:
+        for n in range(30):
+            append_one(stores[index % 2], f"w{index}-{n}")
+
+    run_in_threads(writer, 4)
+
+    events = stores[0].read()
+    assert positions(events) == list(range(1, 121))
+    stamps = [event.recorded_at for event in events]
+    assert stamps == sorted(stamps)

@@ -15,8 +15,10 @@ later statement of the function sees the rows an earlier one inserted), as
 the planner checks it against its own updated state.
 
 The function answers with the state it found before writing (the last
-position, the versions of the streams involved, the already stored events
-among the event ids), followed by the last position after writing. The
+position, the time it read once it held the lock, which stamps the new
+events' ``recorded_at`` so that it follows their positions, the versions of
+the streams involved, the already stored events among the event ids),
+followed by the last position after writing. The
 caller plans the batches on that state with the planner, which builds every
 answer (the stored events, :class:`~flask_shimmie.errors.StreamVersionError`
 with its conflicts, the idempotency errors) exactly as the other engines
@@ -47,7 +49,7 @@ APPEND_ARGUMENT_TYPES = (
     "text[]",  # event names
     "text[]",  # data (JSON text)
     "text[]",  # meta (JSON text)
-    "timestamptz[]",  # recorded_at
+    "timestamptz[]",  # recorded_at (kept by imports), else NULL: the time read after the lock
     "int[]",  # schema versions
     "text[]",  # pii_fields (JSON text or NULL)
     "text[]",  # PII values (JSON text or NULL), or NULL when no PII is written
@@ -89,6 +91,7 @@ SET plan_cache_mode = force_generic_plan
 AS $shimmie_append$
 DECLARE
     v_start bigint;
+    v_now timestamptz;
     v_position bigint;
     v_state_ids text[];
     v_state_versions int[];
@@ -105,16 +108,18 @@ DECLARE
 BEGIN
     -- Every writer of the schema queues here; the lock goes after the commit is visible.
     PERFORM pg_advisory_xact_lock(p_lock_class, p_lock_id);
+    -- Read after the lock, so that recorded_at follows the positions.
+    v_now := clock_timestamp();
 
-    -- The state the planner needs: the last position, the versions of the streams
-    -- involved (NULL: no events), the already stored events among the event ids.
+    -- The state the planner needs: the last position and the time, the versions of the
+    -- streams involved (NULL: no events), the already stored events among the event ids.
     SELECT coalesce(max(e.sequence_num), 0) INTO v_start FROM {schema}.shimmie_events e;
     SELECT array_agg(s.id), array_agg(
         (SELECT max(e.stream_version) FROM {schema}.shimmie_events e WHERE e.stream_id = s.id))
       INTO v_state_ids, v_state_versions
       FROM (SELECT DISTINCT unnest(p_stream_ids || p_check_streams)) AS s(id);
     RETURN QUERY
-        SELECT 0, v_start, @nulls1@
+        SELECT 0, v_start, @nulls1to7@, v_now, @nulls8@
         UNION ALL
         SELECT 1, v.version::bigint, v.id, @nulls2@
           FROM unnest(v_state_ids, v_state_versions) AS v(id, version);
@@ -144,7 +149,8 @@ BEGIN
         INSERT INTO {schema}.shimmie_events (@columns@)
             SELECT v_start + row_number() OVER (ORDER BY r.ord), r.stream_id,
                    coalesce(v.version, 0) + row_number() OVER (PARTITION BY r.stream_id ORDER BY r.ord),
-                   r.event_id, r.event_name, r.data, r.meta, r.recorded_at, r.schema_version, r.pii_fields
+                   r.event_id, r.event_name, r.data, r.meta, coalesce(r.recorded_at, v_now),
+                   r.schema_version, r.pii_fields
               FROM unnest(p_event_batches, p_stream_ids, p_event_ids, p_event_names, p_data, p_meta,
                           p_recorded_at, p_schema_versions, p_pii_fields) WITH ORDINALITY
                    AS r(batch, stream_id, event_id, event_name, data, meta, recorded_at,
@@ -190,8 +196,8 @@ BEGIN
                     SELECT v_position + r.ord, r.stream_id,
                            coalesce(v.version, 0)
                                + row_number() OVER (PARTITION BY r.stream_id ORDER BY r.ord),
-                           r.event_id, r.event_name, r.data, r.meta, r.recorded_at, r.schema_version,
-                           r.pii_fields
+                           r.event_id, r.event_name, r.data, r.meta, coalesce(r.recorded_at, v_now),
+                           r.schema_version, r.pii_fields
                       FROM unnest(p_stream_ids[v_first:v_last], v_ids, p_event_names[v_first:v_last],
                                   p_data[v_first:v_last], p_meta[v_first:v_last],
                                   p_recorded_at[v_first:v_last], p_schema_versions[v_first:v_last],
@@ -225,9 +231,9 @@ $shimmie_append$
 """
 
 
-def _nulls(after: int) -> str:
-    """Typed NULLs for the row columns after the first ``after`` of them."""
-    return ", ".join(f"NULL::{kind}" for kind in _ROW_TYPES[after:])
+def _nulls(start: int, stop: int | None = None) -> str:
+    """Typed NULLs for the row columns from ``start`` (up to ``stop``)."""
+    return ", ".join(f"NULL::{kind}" for kind in _ROW_TYPES[start:stop])
 
 
 #: The statement creating ``<schema>.shimmie_append`` (a :class:`TableSet` template:
@@ -235,6 +241,8 @@ def _nulls(after: int) -> str:
 APPEND_FUNCTION = (
     _FUNCTION_TEMPLATE.strip()
     .replace("@nulls1@", _nulls(1))
+    .replace("@nulls1to7@", _nulls(1, 7))
+    .replace("@nulls8@", _nulls(8))
     .replace("@nulls2@", _nulls(2))
     .replace("@e.columns@", ", ".join(f"e.{column}" for column in ROW_COLUMNS))
     .replace("@columns@", ", ".join(ROW_COLUMNS))
@@ -255,12 +263,11 @@ def append_params(
     batches: Sequence[AppendBatch],
     *,
     write_pii: bool,
-    now: datetime,
     lock: tuple[int, int],
     channel: str,
     token: str,
 ) -> list[Any]:
-    """The arguments of :data:`APPEND_CALL` for ``batches``, stamped ``now`` where not given."""
+    """The arguments of :data:`APPEND_CALL` for ``batches``."""
     events = [event for batch in batches for event in batch.events]
     check_batches: list[int] = []
     check_streams: list[str] = []
@@ -288,7 +295,7 @@ def append_params(
         [e.event_name for e in events],
         [e.data_json for e in events],
         [e.meta_json for e in events],
-        [e.recorded_at or now for e in events],
+        [e.recorded_at for e in events],
         [e.schema_version for e in events],
         [encode_pii_fields(e.pii_fields) for e in events],
         pii if any(value is not None for value in pii) else None,
@@ -302,7 +309,7 @@ def append_params(
 
 
 def answer(
-    rows: Sequence[Sequence[Any]], batches: Sequence[AppendBatch], now: datetime
+    rows: Sequence[Sequence[Any]], batches: Sequence[AppendBatch]
 ) -> tuple[list[AppendResult | ShimmieError], int, int]:
     """Each batch's outcome from the function's answer ``rows``: outcomes, rows written, last position.
 
@@ -311,12 +318,13 @@ def answer(
     rules: a defect, never a caller's error).
     """
     start = written_last = 0
+    now: datetime | None = None
     versions: dict[str, int] = {}
     known: list[Sequence[Any]] = []
     for row in rows:
         kind, number, stream_id = row[:3]
         if kind == STATE_LAST:
-            start = number
+            start, now = number, row[8]
         elif kind == STATE_VERSION:
             if number is not None:
                 versions[stream_id] = number

@@ -1,8 +1,9 @@
 """The PostgreSQL engine's database object: URL, pools, fork safety, error mapping, schema.
 
 :class:`PostgresDatabase` turns a store URL into a libpq connection string and
-a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables its
-stores need, and maps connection failures to
+a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables (and
+functions) its stores need, upgrading a schema that an older release made
+(its version is kept in ``shimmie_schema_version``), and maps connection failures to
 :class:`~flask_shimmie.errors.StoreUnavailableError`. A colocated PII store
 shares its event store's instance, hence its pool, so
 ``append(write_pii=True)`` writes the PII rows in the event transaction.

@@ -2,37 +2,40 @@
 
 Global order without gaps
     A write transaction first takes a transaction-level advisory lock that
-    every writer of the schema shares, then computes positions as
-    ``max(sequence_num) + 1`` with :class:`~flask_shimmie.storage.planner.AppendPlanner`.
-    The ``eventsourcing`` library takes ``LOCK TABLE ... IN EXCLUSIVE MODE``
-    instead; the advisory lock serialises writers the same way but does not
-    conflict with autovacuum, which otherwise holds writers up to
-    ``deadlock_timeout`` before it gives way (seen here as stalls after bulk
-    writes). Readers take no lock. The lock is held until the commit is
-    visible, so transactions commit in position order: a reader that has seen
-    position *n* has seen every position before it, and a tailing reader that
-    asks for ``sequence_num > n`` never skips an event committed later with a
-    lower number. A sequence would be cheaper to take but leaves holes on
-    rollback and hands out numbers in start order rather than commit order,
-    which is exactly how tailing readers skip events.
+    every writer of the schema shares, then numbers its events from
+    ``max(sequence_num) + 1``. The ``eventsourcing`` library takes
+    ``LOCK TABLE ... IN EXCLUSIVE MODE`` instead; the advisory lock
+    serialises writers the same way but does not conflict with autovacuum,
+    which otherwise holds writers up to ``deadlock_timeout`` before it gives
+    way (seen here as stalls after bulk writes). Readers take no lock. The
+    lock is held until the commit is visible, so transactions commit in
+    position order: a reader that has seen position *n* has seen every
+    position before it, and a tailing reader that asks for
+    ``sequence_num > n`` never skips an event committed later with a lower
+    number. A sequence would be cheaper to take but leaves holes on rollback
+    and hands out numbers in start order rather than commit order, which is
+    exactly how tailing readers skip events.
 
-One write, two round trips
-    Pipelined (psycopg's pipeline mode): ``BEGIN``, the writer lock, and one
-    ``SELECT`` returning the last position, the versions of the streams
-    involved and the already stored events among the batch's ids; then, after
-    planning, one statement inserting the events (``INSERT ... SELECT FROM
-    unnest(...)``) and the PII rows and calling ``pg_notify``, and ``COMMIT``.
-    Every round trip made while the lock is held delays every other writer,
-    so they are kept few. Threads of one process queue on a local mutex
+One write, one round trip
+    An append is one call of the ``shimmie_append`` function (see
+    :mod:`flask_shimmie.storage.postgres.append`) on an autocommit
+    connection: the lock, the checks of
+    :class:`~flask_shimmie.storage.planner.AppendPlanner`'s rules, the
+    insert, the PII rows, ``pg_notify`` and the commit, all answered at
+    once. Every round trip made while the lock is held would delay every
+    other writer; none is. Threads of one process queue on a local mutex
     before that, rather than each holding a connection in the server's lock
     queue. Notifications are delivered at commit, so a listener never hears
     of an uncommitted position.
 
 Failures
     Connection failures raise :class:`~flask_shimmie.errors.StoreUnavailableError`
-    and leave nothing half-written (a rolled-back transaction). Work that
-    meets a broken pooled connection (say, after a server restart) is run
-    again once on a fresh one, unless its COMMIT had already been sent.
+    and leave nothing half-written (the statement's transaction rolls back).
+    A pooled connection that the server has already closed (say, after a
+    server restart) is found out before anything is sent, and the work runs
+    again once on a fresh one. A connection lost after an append was sent
+    leaves its outcome unknown: that error says so, and retrying with the
+    same event ids is safe.
 
 Following other processes
     :meth:`PostgresEventStore.wait_for_events` is served by one listener
@@ -69,7 +72,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ...errors import ObjectLockedError, ShimmieError
 from ..codec import ROW_COLUMNS
 from ..interface import AppendBatch, AppendResult, EventStore, Snapshot
-from ..planner import utc_now
 from ..process import ProcessLocal
 from ..threads import PositionSignal, StreamLocks
 from .append import APPEND_CALL, APPEND_FUNCTION, answer, append_params
@@ -262,9 +264,8 @@ class PostgresEventStore(EventStore):
         # the answer comes back. Once it is sent, a lost connection leaves the outcome unknown,
         # so a connection the server has already closed is found out before sending.
         ensure_open(conn)
-        now = utc_now()
         params = append_params(
-            batches, write_pii=write_pii, now=now, lock=self._writer_lock, channel=self.channel, token=token
+            batches, write_pii=write_pii, lock=self._writer_lock, channel=self.channel, token=token
         )
         try:
             rows = conn.execute(self._sql_append, params).fetchall()
@@ -272,7 +273,7 @@ class PostgresEventStore(EventStore):
             if conn.broken:
                 raise CommitUnknown(error) from error
             raise
-        outcomes, written, last = answer(rows, batches, now)
+        outcomes, written, last = answer(rows, batches)
         return outcomes, last if written else 0
 
     # -- reading -----------------------------------------------------------
