@@ -255,8 +255,10 @@ APPEND_FUNCTION = (
 )
 
 
-#: The call, with ``{}`` standing for the function's schema-qualified name.
-APPEND_CALL = "SELECT * FROM {}(" + ", ".join(f"%s::{kind}" for kind in APPEND_ARGUMENT_TYPES) + ")"
+#: The call, with ``{}`` standing for the function's schema-qualified name. Its
+#: arguments travel in binary (``%b``): text arrays in text format would be escaped
+#: element by element, and JSON text is full of quotes.
+APPEND_CALL = "SELECT * FROM {}(" + ", ".join(f"%b::{kind}" for kind in APPEND_ARGUMENT_TYPES) + ")"
 
 
 def append_params(
