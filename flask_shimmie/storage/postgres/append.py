@@ -10,16 +10,20 @@ PII rows, when asked) and calls ``pg_notify``. Called on an autocommit
 connection, that statement is its own transaction, committed before its
 answer returns: one round trip per append, lock to commit.
 
-Each batch is checked against the table as the batches before it left it (a
-later statement of the function sees the rows an earlier one inserted), as
-the planner checks it against its own updated state.
+Usually the batches are independent of one another (no event id is stored
+or repeated, and no batch writes a stream that another checks): each is then
+judged on the state alone, and the accepted ones are written in one insert.
+Otherwise they are taken one by one, each checked against the table as the
+batches before it left it (a later statement of the function sees the rows
+an earlier one inserted), as the planner checks each against its own state
+updated by the batches before it.
 
 The function answers with the state it found before writing (the last
 position, the time it read once it held the lock, which stamps the new
 events' ``recorded_at`` so that it follows their positions, the versions of
 the streams involved, the already stored events among the event ids),
-followed by the last position after writing. The
-caller plans the batches on that state with the planner, which builds every
+followed by the last position after writing. The caller plans the batches
+on that state with the planner, which builds every
 answer (the stored events, :class:`~flask_shimmie.errors.StreamVersionError`
 with its conflicts, the idempotency errors) exactly as the other engines
 build theirs, and checks that it reaches the last position the function
