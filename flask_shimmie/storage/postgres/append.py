@@ -71,6 +71,10 @@ APPEND_ARGUMENT_TYPES = (
 CHECK_KINDS = {NO_STREAM: 1, STREAM_EXISTS: 2}
 
 
+#: The highest version a stream can be at (``stream_version`` is an ``int`` column).
+MAX_STREAM_VERSION = 2**31 - 1
+
+
 #: Kinds of the function's answer rows.
 STATE_LAST, STATE_VERSION, STATE_KNOWN, WRITTEN_LAST = 0, 1, 2, 3
 
@@ -287,7 +291,8 @@ def append_params(
             check_streams.append(stream_id)
             if isinstance(wanted, int):
                 check_kinds.append(0)
-                check_versions.append(wanted)
+                # A version no stream can be at is never met, as -1 is not.
+                check_versions.append(wanted if 0 <= wanted <= MAX_STREAM_VERSION else -1)
             else:
                 check_kinds.append(CHECK_KINDS[wanted])
                 check_versions.append(None)
