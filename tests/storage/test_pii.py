@@ -101,6 +101,30 @@ def test_append_batches_writes_the_pii_of_accepted_batches_only(
     assert pii_store.get([good.event_id, bad.event_id]) == {good.event_id: {"email": "good@example.com"}}
 
 
+def test_append_batches_on_one_stream_write_the_pii_of_the_batches_their_checks_let_through(
+    store: EventStore, pii_store: PiiStore
+) -> None:
+    create = pending_with_pii("s", {}, {"email": "create@example.com"})
+    stale = pending_with_pii("s", {}, {"email": EMAIL})
+    update = pending_with_pii("s", {}, {"email": "update@example.com"})
+
+    outcomes = store.append_batches(
+        [
+            batch(create, expected={"s": NO_STREAM}),
+            batch(stale, expected={"s": 5}),
+            batch(update, expected={"s": 1}),
+        ],
+        write_pii=True,
+    )
+
+    assert [type(o) for o in outcomes] == [AppendResult, StreamVersionError, AppendResult]
+    assert [(e.sequence_num, e.stream_version) for e in store.read()] == [(1, 1), (2, 2)]
+    assert pii_store.get([create.event_id, stale.event_id, update.event_id]) == {
+        create.event_id: {"email": "create@example.com"},
+        update.event_id: {"email": "update@example.com"},
+    }
+
+
 def test_a_retry_writes_no_pii(store: EventStore, pii_store: PiiStore) -> None:
     event = pending_with_pii("a", {}, {"email": "first@example.com"})
     store.append(batch(event), write_pii=True)

@@ -11,7 +11,8 @@ from tests.storage.helpers import append_one, batch, pending, pending_with_pii, 
 
 
 def test_close_and_open_again_keeps_every_event(store: EventStore) -> None:
-    first = store.append(batch(pending("a", data={"k": "v"}), pending("b"), pending("a"))).events
+    written = (pending("a", data={"k": "v"}), pending("b"), pending("a"))
+    first = store.append(batch(*written)).events
     before = store.read()
 
     store.close()
@@ -22,7 +23,7 @@ def test_close_and_open_again_keeps_every_event(store: EventStore) -> None:
     assert store.stream_versions(["a", "b"]) == {"a": 2, "b": 1}
     (next_event,) = store.append(batch(pending("a"), expected={"a": 2})).events
     assert (next_event.sequence_num, next_event.stream_version) == (4, 3)
-    assert store.append(batch(first[1])).created is False
+    assert store.append(batch(written[1])).created is False
 
 
 def test_close_and_open_again_keeps_pii(store: EventStore) -> None:

@@ -671,7 +671,16 @@ def test_the_subscription_tables_are_created_in_a_store_made_before_them(
     info = subs.get("mailer")
     assert info is not None and info.position == 1
     with raw_connection(backend, store_url) as execute:
-        assert execute("SELECT version FROM shimmie_schema_version") == [(1,)]
+        assert execute("SELECT version FROM shimmie_schema_version") == [(current_schema_version(backend),)]
+
+
+def current_schema_version(backend: str) -> int:
+    """The schema version this release creates ``backend``'s tables at."""
+    if backend == "sqlite":
+        from flask_shimmie.storage.sqlite.database import SCHEMA_VERSION
+    else:
+        from flask_shimmie.storage.postgres.database import SCHEMA_VERSION
+    return SCHEMA_VERSION
 
 
 @contextmanager

@@ -129,3 +129,14 @@ def test_a_conflict_on_an_unknown_stream_reports_actual_zero(store: EventStore) 
 
     assert caught.value.conflicts == [{"stream_id": "ghost", "expected": STREAM_EXISTS, "actual": 0}]
     assert store.read() == []
+
+
+@pytest.mark.parametrize("expected", [2**31, 2**63, 2**70, -1])
+def test_a_version_no_stream_can_be_at_is_a_conflict_showing_it(store: EventStore, expected: int) -> None:
+    append_one(store, "s")
+
+    with pytest.raises(StreamVersionError) as caught:
+        store.append(batch(pending("s"), expected={"s": expected}))
+
+    assert caught.value.conflicts == [{"stream_id": "s", "expected": expected, "actual": 1}]
+    assert store.last_sequence_num() == 1

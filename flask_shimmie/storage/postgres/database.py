@@ -1,8 +1,9 @@
 """The PostgreSQL engine's database object: URL, pools, fork safety, error mapping, schema.
 
 :class:`PostgresDatabase` turns a store URL into a libpq connection string and
-a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables its
-stores need, and maps connection failures to
+a lazily opened :class:`psycopg_pool.ConnectionPool`, creates the tables (and
+functions) its stores need, upgrading a schema that an older release made
+(its version is kept in ``shimmie_schema_version``), and maps connection failures to
 :class:`~flask_shimmie.errors.StoreUnavailableError`. A colocated PII store
 shares its event store's instance, hence its pool, so
 ``append(write_pii=True)`` writes the PII rows in the event transaction.
@@ -17,6 +18,7 @@ cast with ``data::jsonb``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +37,8 @@ from ...errors import ConfigurationError, StoreUnavailableError
 from ..process import ProcessLocal
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 #: Seconds ``open()`` waits for the pool's first connections.
 OPEN_TIMEOUT = 5.0
@@ -57,8 +61,9 @@ PROBE_TTL = 1.0
 CONNECT_TIMEOUT = 5
 
 
-#: The schema version this release creates and understands.
-SCHEMA_VERSION = 1
+#: The schema version this release creates and understands: 1 had the tables;
+#: 2 adds the ``shimmie_append`` function, which opening a version 1 schema creates.
+SCHEMA_VERSION = 2
 
 
 #: Seconds ``VACUUM FULL`` waits for its exclusive lock: while it waits, every
@@ -116,14 +121,17 @@ _DDL_LOCK_KEY = advisory_key("flask_shimmie", "create tables")
 
 @dataclass(frozen=True)
 class TableSet:
-    """Relations a store needs, and the statements that create them.
+    """Relations and functions a store needs, and the statements that create them.
 
     ``statements`` are SQL templates in which ``{schema}`` stands for the
-    quoted schema name; each must be idempotent (``IF NOT EXISTS``).
+    quoted schema name; each must be idempotent (``IF NOT EXISTS``,
+    ``CREATE OR REPLACE``), since opening a schema of an older version runs
+    them all again.
     """
 
     relations: tuple[str, ...]
     statements: tuple[str, ...]
+    functions: tuple[str, ...] = ()
 
 
 VERSION_TABLES = TableSet(
@@ -149,6 +157,23 @@ def _configure(conn: PooledConnection) -> None:
     # events by name) still scans.
     conn.execute("SET enable_seqscan = off")
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    # The same for the implicit transaction of an autocommit statement (an append is one):
+    # under a stricter level its snapshot would predate the writers' lock it waits for.
+    conn.execute("SET default_transaction_isolation TO 'read committed'")
+
+
+def ensure_open(conn: PooledConnection) -> None:
+    """Raise :class:`psycopg.OperationalError` (``conn.broken`` then true) if the server has
+    already closed ``conn``; no round trip.
+
+    A session the server ended (a restart, ``pg_terminate_backend``, a cut
+    connection) leaves its last message and the end of the stream in the
+    socket of the idle connection: reading what is there, twice (the message,
+    then the end), finds it out before a statement is sent whose fate would
+    otherwise be unknown.
+    """
+    for _ in range(2):
+        conn.pgconn.consume_input()
 
 
 class CommitUnknown(Exception):
@@ -520,29 +545,29 @@ class PostgresDatabase:
             pool.check()
 
     def _create_tables(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Create what is missing, upgrade a schema of an older version, refuse a newer one."""
         relations = [name for tables in self.tables for name in tables.relations]
+        functions = [name for tables in self.tables for name in tables.functions]
         schema = sql.Identifier(self.schema)
-        exists = sql.SQL(
-            "SELECT count(*) FROM pg_catalog.pg_class c"
+        versions = self.table("shimmie_schema_version")
+        present = sql.SQL(
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_class c"
             " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = ANY(%s)"
+            " WHERE n.nspname = %(schema)s AND c.relname = ANY(%(relations)s)),"
+            " (SELECT count(DISTINCT p.proname) FROM pg_catalog.pg_proc p"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = %(schema)s AND p.proname = ANY(%(functions)s))"
         )
-        version_sql = sql.SQL("SELECT max(version) FROM {}").format(self.table("shimmie_schema_version"))
+        names = {"schema": self.schema, "relations": relations, "functions": functions}
+        version_sql = sql.SQL("SELECT max(version) FROM {}").format(versions)
         try:
-            row = conn.execute(exists, [self.schema, relations]).fetchone()
-            if row is None or row[0] < len(relations):
+            row = conn.execute(present, names).fetchone()
+            complete = row is not None and row[0] == len(relations) and row[1] == len(functions)
+            version_row = conn.execute(version_sql).fetchone() if complete else None
+            if not complete or version_row is None or (version_row[0] or 0) < SCHEMA_VERSION:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", [_DDL_LOCK_KEY])
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-                    for tables in self.tables:
-                        for statement in tables.statements:
-                            conn.execute(sql.SQL(statement).format(schema=schema))
-                    conn.execute(
-                        sql.SQL(
-                            "INSERT INTO {0} (version) SELECT %s WHERE NOT EXISTS (SELECT 1 FROM {0})"
-                        ).format(self.table("shimmie_schema_version")),
-                        [SCHEMA_VERSION],
-                    )
+                    self._create_or_upgrade(conn, schema, versions)
             version_row = conn.execute(version_sql).fetchone()
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             raise self.unavailable(error) from error
@@ -557,6 +582,34 @@ class PostgresDatabase:
                 f"{self.key} = {self.safe_url}: the tables in schema {self.schema!r} are at schema "
                 f"version {version}; this release of flask_shimmie knows up to {SCHEMA_VERSION}. "
                 "Upgrade flask_shimmie."
+            )
+
+    def _create_or_upgrade(
+        self, conn: psycopg.Connection[TupleRow], schema: sql.Identifier, versions: sql.Identifier
+    ) -> None:
+        """Under the DDL lock: run every (idempotent) statement unless the schema is newer, and
+        record :data:`SCHEMA_VERSION`."""
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        for statement in VERSION_TABLES.statements:
+            conn.execute(sql.SQL(statement).format(schema=schema))
+        row = conn.execute(sql.SQL("SELECT max(version) FROM {}").format(versions)).fetchone()
+        found = row[0] if row else None
+        if found is not None and found > SCHEMA_VERSION:
+            return  # refused by the caller; a newer release's objects are left alone
+        for tables in self.tables:
+            for statement in tables.statements:
+                conn.execute(sql.SQL(statement).format(schema=schema))
+        if found is None:
+            conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(versions), [SCHEMA_VERSION])
+        elif found < SCHEMA_VERSION:
+            conn.execute(sql.SQL("UPDATE {} SET version = %s").format(versions), [SCHEMA_VERSION])
+            logger.info(
+                "%s = %s: upgraded schema %r from version %s to %s",
+                self.key,
+                self.safe_url,
+                self.schema,
+                found,
+                SCHEMA_VERSION,
             )
 
 

@@ -2,37 +2,40 @@
 
 Global order without gaps
     A write transaction first takes a transaction-level advisory lock that
-    every writer of the schema shares, then computes positions as
-    ``max(sequence_num) + 1`` with :class:`~flask_shimmie.storage.planner.AppendPlanner`.
-    The ``eventsourcing`` library takes ``LOCK TABLE ... IN EXCLUSIVE MODE``
-    instead; the advisory lock serialises writers the same way but does not
-    conflict with autovacuum, which otherwise holds writers up to
-    ``deadlock_timeout`` before it gives way (seen here as stalls after bulk
-    writes). Readers take no lock. The lock is held until the commit is
-    visible, so transactions commit in position order: a reader that has seen
-    position *n* has seen every position before it, and a tailing reader that
-    asks for ``sequence_num > n`` never skips an event committed later with a
-    lower number. A sequence would be cheaper to take but leaves holes on
-    rollback and hands out numbers in start order rather than commit order,
-    which is exactly how tailing readers skip events.
+    every writer of the schema shares, then numbers its events from
+    ``max(sequence_num) + 1``. The ``eventsourcing`` library takes
+    ``LOCK TABLE ... IN EXCLUSIVE MODE`` instead; the advisory lock
+    serialises writers the same way but does not conflict with autovacuum,
+    which otherwise holds writers up to ``deadlock_timeout`` before it gives
+    way (seen here as stalls after bulk writes). Readers take no lock. The
+    lock is held until the commit is visible, so transactions commit in
+    position order: a reader that has seen position *n* has seen every
+    position before it, and a tailing reader that asks for
+    ``sequence_num > n`` never skips an event committed later with a lower
+    number. A sequence would be cheaper to take but leaves holes on rollback
+    and hands out numbers in start order rather than commit order, which is
+    exactly how tailing readers skip events.
 
-One write, two round trips
-    Pipelined (psycopg's pipeline mode): ``BEGIN``, the writer lock, and one
-    ``SELECT`` returning the last position, the versions of the streams
-    involved and the already stored events among the batch's ids; then, after
-    planning, one statement inserting the events (``INSERT ... SELECT FROM
-    unnest(...)``) and the PII rows and calling ``pg_notify``, and ``COMMIT``.
-    Every round trip made while the lock is held delays every other writer,
-    so they are kept few. Threads of one process queue on a local mutex
+One write, one round trip
+    An append is one call of the ``shimmie_append`` function (see
+    :mod:`flask_shimmie.storage.postgres.append`) on an autocommit
+    connection: the lock, the checks of
+    :class:`~flask_shimmie.storage.planner.AppendPlanner`'s rules, the
+    insert, the PII rows, ``pg_notify`` and the commit, all answered at
+    once. Every round trip made while the lock is held would delay every
+    other writer; none is. Threads of one process queue on a local mutex
     before that, rather than each holding a connection in the server's lock
     queue. Notifications are delivered at commit, so a listener never hears
     of an uncommitted position.
 
 Failures
     Connection failures raise :class:`~flask_shimmie.errors.StoreUnavailableError`
-    and leave nothing half-written (a rolled-back transaction). Work that
-    meets a broken pooled connection (say, after a server restart) is run
-    again once on a fresh one, unless its COMMIT had already been sent.
+    and leave nothing half-written (the statement's transaction rolls back).
+    A pooled connection that the server has already closed (say, after a
+    server restart) is found out before anything is sent, and the work runs
+    again once on a fresh one. A connection lost after an append was sent
+    leaves its outcome unknown: that error says so, and retrying with the
+    same event ids is safe.
 
 Following other processes
     :meth:`PostgresEventStore.wait_for_events` is served by one listener
@@ -67,13 +70,21 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import ObjectLockedError, ShimmieError
-from ..codec import ROW_COLUMNS, decode_rows, encode_pii_fields
-from ..interface import AppendBatch, AppendResult, EventStore, PiiRecord, Snapshot
-from ..planner import AppendPlanner, batch_event_ids, batch_stream_ids
+from ..codec import ROW_COLUMNS
+from ..interface import AppendBatch, AppendResult, EventStore, Snapshot
 from ..process import ProcessLocal
 from ..threads import PositionSignal, StreamLocks
-from .database import CommitUnknown, PooledConnection, PostgresDatabase, TableSet, advisory_key, error_summary
-from .pii import PII_TABLES, PII_UPSERT, PostgresPiiStore, pii_upsert_params
+from .append import APPEND_CALL, APPEND_FUNCTION, answer, append_params
+from .database import (
+    CommitUnknown,
+    PooledConnection,
+    PostgresDatabase,
+    TableSet,
+    advisory_key,
+    ensure_open,
+    error_summary,
+)
+from .pii import PII_TABLES, PostgresPiiStore
 from .subscriptions import SUBSCRIPTION_TABLES, PostgresSubscriptionStore
 
 logger = logging.getLogger(__name__)
@@ -108,7 +119,9 @@ EVENT_TABLES = TableSet(
         " version int NOT NULL,"
         " state text NOT NULL,"
         " taken_at timestamptz NOT NULL DEFAULT now())",
+        APPEND_FUNCTION,
     ),
+    functions=("shimmie_append",),
 )
 
 _COLUMNS = ", ".join(ROW_COLUMNS)
@@ -165,37 +178,14 @@ class PostgresEventStore(EventStore):
 
         events = self._db.table("shimmie_events")
         self._sql_last = sql.SQL("SELECT coalesce(max(sequence_num), 0) FROM {}").format(events)
-        # The two-int4 advisory key space is apart from the bigint one stream locks use.
-        self._sql_lock = sql.SQL("SELECT pg_advisory_xact_lock({}, {})").format(
-            sql.Literal(WRITER_LOCK_CLASS), sql.Literal(writer_lock_id(self._db.schema))
-        )
         # A correlated max() per stream walks the (stream_id, stream_version)
         # index backwards: one probe per stream, however long the stream.
         versions = "(SELECT max(e.stream_version) FROM {events} e WHERE e.stream_id = s.id)"
         self._sql_versions = sql.SQL("SELECT s.id, " + versions + " FROM unnest(%s::text[]) AS s(id)").format(
             events=events
         )
-        # What the planner needs, in one round trip: row kind 0 holds the last
-        # position, kind 1 a stream's version, kind 2 an already stored event.
-        self._sql_state = sql.SQL(
-            "SELECT 0, (SELECT coalesce(max(sequence_num), 0) FROM {events}), NULL::text, NULL::int,"
-            " NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::int, NULL::text"
-            " UNION ALL SELECT 1, " + versions + ", s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-            " FROM unnest(%s::text[]) AS s(id)"
-            " UNION ALL SELECT 2, " + _COLUMNS + " FROM {events} WHERE event_id = ANY(%s)"
-        ).format(events=events)
-        insert_events = sql.SQL(
-            "INSERT INTO {} (" + _COLUMNS + ")"
-            " SELECT n, s, v, i, name, d, m, %s::timestamptz, sv, p FROM unnest("
-            "%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::int[], %s::text[]) AS r(n, s, v, i, name, d, m, sv, p)"
-        ).format(events)
-        insert_pii = sql.SQL(PII_UPSERT).format(pii=self._db.table("shimmie_pii"))
-        # Data-modifying WITH clauses run whether or not the SELECT reads them.
-        self._sql_insert = sql.SQL("WITH e AS ({}) SELECT pg_notify(%s, %s)").format(insert_events)
-        self._sql_insert_pii = sql.SQL("WITH e AS ({}), p AS ({}) SELECT pg_notify(%s, %s)").format(
-            insert_events, insert_pii
-        )
+        self._sql_append = sql.SQL(APPEND_CALL).format(self._db.table("shimmie_append"))
+        self._writer_lock = (WRITER_LOCK_CLASS, writer_lock_id(self._db.schema))
         self._sql_existing = sql.SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(events)
         self._sql_counts = sql.SQL(
             "SELECT event_name, count(*) FROM {} GROUP BY event_name ORDER BY min(sequence_num)"
@@ -270,79 +260,21 @@ class PostgresEventStore(EventStore):
     def _append(
         self, conn: PooledConnection, batches: Sequence[AppendBatch], write_pii: bool, token: str
     ) -> tuple[list[AppendResult | ShimmieError], int]:
-        # Two round trips, each a pipeline of statements: BEGIN, the writer
-        # lock and the state the planner needs; then the insert (with its
-        # NOTIFY) and COMMIT.
+        # One statement on an autocommit connection: its own transaction, committed before
+        # the answer comes back. Once it is sent, a lost connection leaves the outcome unknown,
+        # so a connection the server has already closed is found out before sending.
+        ensure_open(conn)
+        params = append_params(
+            batches, write_pii=write_pii, lock=self._writer_lock, channel=self.channel, token=token
+        )
         try:
-            with conn.pipeline() as pipeline:
-                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED", prepare=False)
-                conn.execute(self._sql_lock, prepare=False)
-                state = conn.execute(
-                    self._sql_state, [sorted(batch_stream_ids(batches)), batch_event_ids(batches)]
-                ).fetchall()
-                outcomes, rows, last = self._plan(conn, state, batches, write_pii, token)
-                conn.execute("COMMIT", prepare=False)
-                try:
-                    pipeline.sync()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                    if conn.broken:
-                        raise CommitUnknown(error) from error
-                    raise
-        except BaseException:
-            if not conn.broken:
-                with suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
+            rows = conn.execute(self._sql_append, params).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            if conn.broken:
+                raise CommitUnknown(error) from error
             raise
-        return outcomes, last if rows else 0
-
-    def _plan(
-        self,
-        conn: PooledConnection,
-        state: list[Any],
-        batches: Sequence[AppendBatch],
-        write_pii: bool,
-        token: str,
-    ) -> tuple[list[AppendResult | ShimmieError], int, int]:
-        """Plan ``batches`` on ``state`` and queue their insert; return the outcomes, rows, last position."""
-        last = 0
-        versions: dict[str, int] = {}
-        known: list[Any] = []
-        for row in state:
-            kind, number, stream_id = row[:3]
-            if kind == 0:
-                last = number
-            elif kind == 1:
-                if number is not None:
-                    versions[stream_id] = number
-            else:
-                known.append(row[1:])
-        planner = AppendPlanner(last, versions, decode_rows(known))
-        outcomes = [planner.plan(batch) for batch in batches]
-        rows = planner.rows
-        if rows:
-            pending = [row.pending for row in rows]
-            params: list[Any] = [
-                planner.now,
-                [row.sequence_num for row in rows],
-                [e.stream_id for e in pending],
-                [row.stream_version for row in rows],
-                [e.event_id for e in pending],
-                [e.event_name for e in pending],
-                [e.data_json for e in pending],
-                [e.meta_json for e in pending],
-                [e.schema_version for e in pending],
-                [encode_pii_fields(e.pii_fields) for e in pending],
-            ]
-            pii = [
-                PiiRecord(e.event_id, e.stream_id, e.pii_json)
-                for e in pending
-                if write_pii and e.pii_json is not None
-            ]
-            if pii:
-                params += pii_upsert_params(pii)
-            params += [self.channel, f"{planner.last_sequence_num} {token}"]
-            conn.execute(self._sql_insert_pii if pii else self._sql_insert, params)
-        return outcomes, len(rows), planner.last_sequence_num
+        outcomes, written, last = answer(rows, batches)
+        return outcomes, last if written else 0
 
     # -- reading -----------------------------------------------------------
 
