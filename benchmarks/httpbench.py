@@ -579,13 +579,16 @@ def _one_process(
                     scenario_name(method, "bare Flask"), "memory", samples, ours, bare, target, notes, loader
                 )
             )
-            if shimmie is not None:
+            floor = FLOOR_POST_SCENARIO if post else FLOOR_GET_SCENARIO
+            if shimmie is None:
+                assert reason is not None
+                rows.append(skipped_row(floor, "memory", reason))
+            else:
                 share = median(samples[ours.name]) / max(median(samples[bare.name]), 1e-9)
                 notes = (
                     "the bare-Flask floor in the flask_shimmie column: the most one Python process reaches "
                     f"under this server against ShimmieStack ({what}); ours is at {share:.2f}× of it"
                 )
-                floor = FLOOR_POST_SCENARIO if post else FLOOR_GET_SCENARIO
                 rows.append(http_row(floor, "memory", samples, bare, shimmie, None, notes, loader))
             for row in rows[-3:]:
                 progress(f"  {row.scenario}: {row.ours} vs {row.theirs}")
