@@ -219,7 +219,7 @@ def test_the_readme_keeps_the_two_commands_and_links_only_to_pages_that_exist() 
     test_command = 'python -m pip install -e ".[test]" && python -m pytest'
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
-    assert 'python -m pip install -e ".[openapi]" && flask --app example_songs run' in readme
+    assert 'python -m pip install -e ".[openapi,metrics]" && flask --app example_songs run' in readme
     links = re.findall(r"\]\((docs/[^)#]+)", readme)
     assert len(links) >= 10
     assert [link for link in links if not (ROOT / link).is_file()] == []
