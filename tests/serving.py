@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.helpers import SONGS_TOKEN
 from tests.helpers import songs_app as authenticated_songs_app
@@ -74,6 +74,19 @@ def songs_app() -> Any:
 
 
 # -- processes ----------------------------------------------------------------
+
+
+def start_logged(command: list[str], env: Mapping[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``command`` from the repository root in a process group of its own, its output to ``log``."""
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def free_port() -> int:
@@ -177,15 +190,7 @@ class GunicornServer:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {self.starts + 1}: {' '.join(self.command())}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = start_logged(self.command(), env, log)
         self.starts += 1
         try:
             self.wait_ready(timeout)

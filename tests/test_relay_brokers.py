@@ -47,7 +47,7 @@ from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEven
 from tests.backends import BACKENDS, DURABLE_BACKENDS, fresh_store_url, require_backend
 from tests.brokers import TcpProxy, require_nats, require_rabbitmq
 from tests.relay_app import RELAY
-from tests.serving import REPO_ROOT, group_members
+from tests.serving import REPO_ROOT, group_members, start_logged
 from tests.test_sink_nats import _add_stream, _delete_stream, _read_stream
 
 #: The subject / routing key template of every relay here (after the test's own prefix).
@@ -310,15 +310,7 @@ class RelayProcess:
         )
         command = [sys.executable, "-m", "flask", "--app", "tests.relay_app:create_app"]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "shimmie", "subscriptions", "run"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = start_logged([*command, "shimmie", "subscriptions", "run"], env, log)
         return self
 
     @property

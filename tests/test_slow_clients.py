@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from example_songs import serve
-from tests.serving import HOST, REPO_ROOT, free_port, group_members, request, song_id_from
+from tests.serving import HOST, REPO_ROOT, free_port, group_members, request, song_id_from, start_logged
 
 #: The header timeout the deployment runs with here: short, so that the tests are quick.
 HEADER_TIMEOUT = 1.5
@@ -69,15 +69,7 @@ class Deployment:
         env = {**os.environ, **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                list(self.command),
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = start_logged(list(self.command), env, log)
         try:
             self._wait_ready(timeout)
         except BaseException:

@@ -40,7 +40,7 @@ from flask_shimmie.storage import event_store_from_url
 from flask_shimmie.storage.interface import EventStore, SubscriptionInfo
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, postgres_base_url, require_backend
 from tests.helpers import append_raw
-from tests.serving import REPO_ROOT, GunicornServer, group_members, request
+from tests.serving import REPO_ROOT, GunicornServer, group_members, request, start_logged
 from tests.subscription_app import DELAY_ENV, JOURNAL_ENV
 from tests.test_crash import slow_runs_enabled
 from tests.test_outage import TcpProxy, proxied
@@ -78,15 +78,7 @@ class Runner:
         command = [sys.executable, "-m", "flask", "--app", "tests.subscription_app:create_app"]
         command += ["shimmie", "subscriptions", "run"]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = start_logged(command, env, log)
         return self
 
     @property
