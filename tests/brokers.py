@@ -22,9 +22,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from urllib.parse import urlsplit
 
+from flask_shimmie import Event
+from flask_shimmie.sinks import Sink, SinkError
 from tests.backends import skip_or_fail
 
 HOST = "127.0.0.1"
@@ -234,3 +237,30 @@ def refused_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def cut_while_publishing(
+    proxy: TcpProxy, sink: Sink, events: Sequence[Event], stored: Callable[[], int], after: int = 20
+) -> SinkError:
+    """Publish ``events`` in a thread, cut ``proxy`` once ``stored()`` passes ``after``; the error raised.
+
+    Asserts that the cut closed a connection and that the publish raised a
+    :class:`SinkError` naming the event a retry starts from.
+    """
+    outcome: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            sink.publish(events)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    while stored() <= after:
+        time.sleep(0.005)
+    assert proxy.cut() >= 1
+    thread.join(20)
+    assert outcome and isinstance(outcome[0], SinkError), outcome
+    assert outcome[0].event is not None
+    return outcome[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 
 from flask_shimmie import Event
 from flask_shimmie.sinks import NatsJetStreamSink, SinkError
-from tests.brokers import SilentServer, TcpProxy, refused_port, require_nats, via
+from tests.brokers import SilentServer, TcpProxy, cut_while_publishing, refused_port, require_nats, via
 
 pytestmark = pytest.mark.nats
 
@@ -192,22 +191,7 @@ def test_a_connection_cut_mid_batch_raises_and_a_republish_stores_each_event_onc
     events = make_events(4000)
     with TcpProxy(place.url) as proxy, place.sink(url=proxy.url(place.url), timeout=2) as sink:
         sink.publish(events[:10])
-        outcome: list[BaseException] = []
-
-        def publish() -> None:
-            try:
-                sink.publish(events[10:])
-            except BaseException as error:
-                outcome.append(error)
-
-        thread = threading.Thread(target=publish)
-        thread.start()
-        while place.count() <= 20:
-            time.sleep(0.005)
-        assert proxy.cut() >= 1
-        thread.join(20)
-        assert outcome and isinstance(outcome[0], SinkError), outcome
-        failed_at = outcome[0].event
+        failed_at = cut_while_publishing(proxy, sink, events[10:], place.count).event
         assert failed_at is not None
         partial = [m.msg_id for m in place.stored()]
         assert 10 < len(partial) < len(events), "the cut came too late (or too early) to prove anything"

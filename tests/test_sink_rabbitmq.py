@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 from flask_shimmie import Event
 from flask_shimmie.sinks import RabbitMqSink, SinkError
-from tests.brokers import SilentServer, TcpProxy, refused_port, require_rabbitmq, via
+from tests.brokers import SilentServer, TcpProxy, cut_while_publishing, refused_port, require_rabbitmq, via
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -206,22 +205,7 @@ def test_a_connection_cut_mid_batch_raises_and_the_next_publish_reconnects(place
     events = make_events(800)
     with TcpProxy(place.url) as proxy, place.sink(url=proxy.url(place.url), timeout=2) as sink:
         sink.publish(events[:10])
-        outcome: list[BaseException] = []
-
-        def publish() -> None:
-            try:
-                sink.publish(events[10:])
-            except BaseException as error:
-                outcome.append(error)
-
-        thread = threading.Thread(target=publish)
-        thread.start()
-        while place.count() <= 20:
-            time.sleep(0.005)
-        assert proxy.cut() >= 1
-        thread.join(20)
-        assert outcome and isinstance(outcome[0], SinkError), outcome
-        failed_at = outcome[0].event
+        failed_at = cut_while_publishing(proxy, sink, events[10:], place.count).event
         assert failed_at is not None and 20 < failed_at.sequence_num < len(events)
         sink.publish(events[failed_at.sequence_num - 1 :])  # what a relay does: from the first unconfirmed
     delivered = place.drain()
