@@ -393,8 +393,8 @@ class MultiprocessMetrics(LocalMetrics):
 
         self.followed()
         self._forget_dead_workers()
-        files = MultiProcessCollector(None, path=self.directory)  # type: ignore[no-untyped-call]
-        families = list(files.collect())  # type: ignore[no-untyped-call]
+        merged = MultiProcessCollector.merge(_readable_files(self.directory))  # type: ignore[no-untyped-call]
+        families = list(merged)
 
         def every_family() -> Iterator[Metric]:
             handled: int | None = None
@@ -420,6 +420,28 @@ class MultiprocessMetrics(LocalMetrics):
         for pid in pids:
             if not _alive(pid):
                 mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+
+#: The header of a values file: how much of it is used, then padding.
+_HEADER_BYTES = 8
+
+
+def _readable_files(directory: str) -> list[str]:
+    """The values files in ``directory``, but those another process is creating this moment.
+
+    A process opens its file, then sizes it: read in between, the file is
+    empty and prometheus_client's reader raises (a scrape answered 500). An
+    empty file holds no value yet, so leaving it out loses nothing; files
+    never shrink, so one that had its header when listed still has it.
+    """
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(directory), "*.db")):
+        try:
+            if os.stat(path).st_size >= _HEADER_BYTES:
+                found.append(path)
+        except FileNotFoundError:  # a dead worker's live gauge, removed since the listing
+            continue
+    return found
 
 
 def _call(method: weakref.WeakMethod[Callable[[], None]]) -> None:

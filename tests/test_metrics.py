@@ -556,6 +556,37 @@ def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tm
     assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
 
 
+def test_a_scrape_leaves_out_a_file_another_worker_is_creating(tmp_path: Path) -> None:
+    # A worker opens its values file, then sizes it: a scrape in between used to answer 500.
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_999999.db").touch()
+    script = textwrap.dedent(
+        """
+        from flask import Flask
+        from flask_shimmie import ShimmieStack
+        stack = ShimmieStack()
+        app = Flask("scraped")
+        app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True, SHIMMIE_METRICS_PUBLIC=True)
+        stack.init_app(app)
+        with app.app_context():
+            stack.record_unchecked_event("s", "E", {})
+        reply = app.test_client().get("/admin/metrics")
+        print(reply.status_code)
+        print(reply.get_data(as_text=True))
+        """
+    )
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    status, _, text = result.stdout.partition("\n")
+    assert status == "200", result.stdout + result.stderr
+    assert value(parse(text), "shimmie_events_appended_total", event_name="E") == 1
+
+
 # -- the cost benchmark -----------------------------------------------------------------------------
 
 
