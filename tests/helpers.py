@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -32,6 +34,13 @@ def append_raw(store: EventStore, stream_id: str, event_name: str, data: dict[st
     data = data or {}
     pending = PendingEvent(stream_id, event_name, str(uuid.uuid4()), data, json.dumps(data), {}, "{}")
     return store.append(AppendBatch((pending,))).events[0].sequence_num
+
+
+def slow_runs_enabled(config: pytest.Config | None = None) -> bool:
+    """Whether the long runs are asked for: ``SHIMMIE_RUN_SLOW=1``, or ``--run-slow``."""
+    if os.environ.get("SHIMMIE_RUN_SLOW", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return config is not None and bool(config.getoption("--run-slow", default=False))
 
 
 #: The demo token the example's tests act with (editor and admin).

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, require_backend
+from tests.helpers import slow_runs_enabled
 from tests.serving import (
     ClientThreads,
     GunicornServer,
@@ -49,13 +50,6 @@ WRITER_THREADS = 3
 ACKED_BEFORE_KILL = 3
 #: Seconds within which a started server must acknowledge that many writes.
 PROGRESS_TIMEOUT = 20.0
-
-
-def slow_runs_enabled(config: pytest.Config) -> bool:
-    """``SHIMMIE_RUN_SLOW=1``, or ``--run-slow`` where some conftest defines that option."""
-    if os.environ.get("SHIMMIE_RUN_SLOW", "").strip().lower() in ("1", "true", "yes"):
-        return True
-    return bool(config.getoption("--run-slow", default=False))
 
 
 def song_body(title: str, person: str) -> dict[str, Any]:

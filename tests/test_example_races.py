@@ -13,7 +13,7 @@ with the store API and every answer is checked against what was stored:
 
 Deployments: SQLite with 3 gthread workers of 2 threads, and PostgreSQL with 3 sync workers
 (``postgres`` marker; skipped without a server, failed in CI). One server per deployment serves
-both tests; each test is bounded in trials and in time.
+both tests; each test is bounded in trials and in time (``--run-slow`` runs more trials).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.backends import fresh_store_url, require_backend
+from tests.helpers import slow_runs_enabled
 from tests.serving import (
     ClientThreads,
     GunicornServer,
@@ -39,8 +40,10 @@ from tests.serving import (
     stored_events,
 )
 
-#: Trials per test, and the time they may take at most (the test stops early, not fails).
-TRIALS = 150
+#: Trials per test (``--run-slow``: :data:`SLOW_TRIALS`), and the time they may take at most (the
+#: test stops early, not fails).
+TRIALS = 60
+SLOW_TRIALS = 150
 TIME_BUDGET = 20.0
 #: Fewer trials than this in the budget would say little: the test fails instead.
 MIN_TRIALS = 40
@@ -150,15 +153,17 @@ def at_once(*calls: Callable[[], Reply]) -> list[Reply]:
     return [reply for reply in replies if reply is not None]
 
 
-def run_trials(base: str, trial: Callable[[int, str], list[Reply]]) -> list[tuple[str, list[Reply]]]:
-    """Post a song and run ``trial(n, song_id)`` up to :data:`TRIALS` times within the budget,
-    with background writers busy throughout."""
+def run_trials(
+    base: str, trial: Callable[[int, str], list[Reply]], config: pytest.Config
+) -> list[tuple[str, list[Reply]]]:
+    """Post a song and run ``trial(n, song_id)`` up to :data:`TRIALS` times (:data:`SLOW_TRIALS`
+    with ``--run-slow``) within the budget, with background writers busy throughout."""
     writers = BackgroundWriters(base, BACKGROUND_WRITERS)
     results: list[tuple[str, list[Reply]]] = []
     deadline = time.monotonic() + TIME_BUDGET
     writers.start()
     try:
-        for n in range(TRIALS):
+        for n in range(SLOW_TRIALS if slow_runs_enabled(config) else TRIALS):
             if time.monotonic() > deadline:
                 break
             song_id = song_id_from(request(base, "POST", "/v1/songs", json_body=new_song(f"race-{n}")))
@@ -184,7 +189,9 @@ def went_wrong(bad: list[str], trials: int) -> str:
     return f"{len(failed)} of {trials} trials went wrong: {bad[:5]}"
 
 
-def test_a_stored_rename_always_answers_200_with_the_renamed_song(server: GunicornServer) -> None:
+def test_a_stored_rename_always_answers_200_with_the_renamed_song(
+    server: GunicornServer, pytestconfig: pytest.Config
+) -> None:
     """PUT (rename) and DELETE of one song at once: a PUT whose rename was stored answers 200 with
     the renamed song at the rename's version; one that answered 200 was stored; nothing is a 5xx."""
     base = server.base_url
@@ -196,7 +203,7 @@ def test_a_stored_rename_always_answers_200_with_the_renamed_song(server: Gunico
             lambda: request(base, "DELETE", f"/v1/songs/{song_id}"),
         )
 
-    results = run_trials(base, trial)
+    results = run_trials(base, trial, pytestconfig)
     stored = events_by_song(server)
     bad: list[str] = []
     outcomes: Counter[tuple[int, int]] = Counter()
@@ -226,7 +233,9 @@ def test_a_stored_rename_always_answers_200_with_the_renamed_song(server: Gunico
     assert overlapped, f"no trial stored the rename while the DELETE ran: {dict(outcomes)}"
 
 
-def test_of_two_concurrent_deletes_exactly_one_wins(server: GunicornServer) -> None:
+def test_of_two_concurrent_deletes_exactly_one_wins(
+    server: GunicornServer, pytestconfig: pytest.Config
+) -> None:
     """Two DELETEs of one song at once: one 204, the other 409 (it read the song before the winner
     wrote) or 404 (after); exactly one ``SONG_DELETED`` is stored per song."""
     base = server.base_url
@@ -237,7 +246,7 @@ def test_of_two_concurrent_deletes_exactly_one_wins(server: GunicornServer) -> N
             lambda: request(base, "DELETE", f"/v1/songs/{song_id}"),
         )
 
-    results = run_trials(base, trial)
+    results = run_trials(base, trial, pytestconfig)
     stored = events_by_song(server)
     bad: list[str] = []
     outcomes: Counter[tuple[int, ...]] = Counter()

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import slow_runs_enabled
 from tests.openapi_fuzz_support import AUDIT_LOG_ENV, Audited, read_audit
 from tests.serving import REPO_ROOT, GunicornServer, stored_events
 
@@ -58,13 +59,6 @@ class Run:
     token: str | None
     examples: int
     only_admin: bool = False
-
-
-def slow_runs_enabled(config: pytest.Config) -> bool:
-    """``SHIMMIE_RUN_SLOW=1``, or ``--run-slow``."""
-    if os.environ.get("SHIMMIE_RUN_SLOW", "").strip().lower() in ("1", "true", "yes"):
-        return True
-    return bool(config.getoption("--run-slow", default=False))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ consumer that drops a ``message_id`` it has seen ends up with.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from flask_shimmie import Event
 from flask_shimmie.sinks import RabbitMqSink, SinkError
 from tests.brokers import SilentServer, TcpProxy, cut_while_publishing, refused_port, require_rabbitmq, via
+from tests.helpers import slow_runs_enabled
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -225,7 +225,7 @@ def test_a_connection_lost_while_idle_is_replaced_before_publishing(place: Place
 
 @pytest.mark.slow
 def test_a_stalled_broker_is_noticed_by_heartbeats(place: Place) -> None:
-    if os.environ.get("SHIMMIE_RUN_SLOW", "").strip().lower() not in ("1", "true", "yes"):
+    if not slow_runs_enabled():
         pytest.skip("takes 6 to 12 s (AMQP heartbeats): set SHIMMIE_RUN_SLOW=1 to run it")
     with TcpProxy(place.url) as proxy, place.sink(url=proxy.url(place.url), timeout=1) as sink:
         sink.publish(make_events(1))

@@ -39,10 +39,9 @@ import pytest
 from flask_shimmie.storage import event_store_from_url
 from flask_shimmie.storage.interface import EventStore, SubscriptionInfo
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, postgres_base_url, require_backend
-from tests.helpers import append_raw
+from tests.helpers import append_raw, slow_runs_enabled
 from tests.serving import REPO_ROOT, GunicornServer, group_members, request, start_logged
 from tests.subscription_app import DELAY_ENV, JOURNAL_ENV
-from tests.test_crash import slow_runs_enabled
 from tests.test_outage import TcpProxy, proxied
 
 #: The takeover setting the runner processes get (seconds).
