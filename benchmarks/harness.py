@@ -230,6 +230,25 @@ def skipped_row(scenario: str, backend: str, reason: str) -> Row:
     return Row(scenario, backend, "-", "-", None, "-", None, f"skipped: {reason}")
 
 
+def ours_only_row(
+    scenario: str, backend: str, ours: str, notes: str, samples: list[float], ours_value: float | None = None
+) -> Row:
+    """A row of figures of ours alone: nothing to compare with, no target (``- (info)``)."""
+    return Row(
+        scenario=scenario,
+        backend=backend,
+        ours=ours,
+        theirs="-",
+        ratio=None,
+        target="- (info)",
+        holds=None,
+        notes=notes,
+        ours_value=ours_value,
+        theirs_value=None,
+        samples={"ours": samples},
+    )
+
+
 HEADERS = (
     "scenario",
     "backend",

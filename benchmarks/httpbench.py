@@ -32,7 +32,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -528,12 +529,25 @@ def run_http(
     return rows
 
 
-def _serve(
+@contextmanager
+def _serving(
     progress: Progress, servers: Sequence[Server], starters: Sequence[Callable[[Server], None]]
-) -> None:
-    for server, start in zip(servers, starters, strict=True):
-        progress(f"http: starting {server.name}")
-        start(server)
+) -> Iterator[None]:
+    """Start each of ``servers`` with its starter, in turn; stop them all afterwards, however it ends."""
+    try:
+        for server, start in zip(servers, starters, strict=True):
+            progress(f"http: starting {server.name}")
+            start(server)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _report(progress: Progress, rows: Sequence[Row]) -> None:
+    """Tell ``progress`` the sides of each of ``rows``."""
+    for row in rows:
+        progress(f"  {row.scenario}: {row.ours} vs {row.theirs}")
 
 
 def _one_process(
@@ -557,8 +571,7 @@ def _one_process(
         starters.append(start_songs)
     granian = "granian (python -m example_songs.serve settings), 1 worker"
     rows: list[Row] = []
-    try:
-        _serve(progress, servers, starters)
+    with _serving(progress, servers, starters):
         for method in ("POST", "GET"):
             progress(f"http: {method} on memory, one process each ({loader.generator})")
             samples = loader.samples(method, servers)
@@ -590,11 +603,7 @@ def _one_process(
                     f"under this server against ShimmieStack ({what}); ours is at {share:.2f}× of it"
                 )
                 rows.append(http_row(floor, "memory", samples, bare, shimmie, None, notes, loader))
-            for row in rows[-3:]:
-                progress(f"  {row.scenario}: {row.ours} vs {row.theirs}")
-    finally:
-        for server in servers:
-            server.stop()
+            _report(progress, rows[-3:])
     return rows
 
 
@@ -609,8 +618,7 @@ def _sqlite(settings: Settings, progress: Progress, loader: Loader, workdir: str
     bare.post_path = "/v1/durable-items"
     rows: list[Row] = []
     granian = f"granian (python -m example_songs.serve settings), {workers} workers each"
-    try:
-        _serve(progress, [ours, bare], [start_songs, start_bare])
+    with _serving(progress, [ours, bare], [start_songs, start_bare]):
         for method in ("POST", "GET"):
             progress(f"http: {method} on SQLite, {workers} workers each ({loader.generator})")
             samples = loader.samples(method, [ours, bare])
@@ -628,10 +636,7 @@ def _sqlite(settings: Settings, progress: Progress, loader: Loader, workdir: str
                 )
             notes = f"{baseline}; {granian}; songs on SQLite (WAL, synchronous=FULL)"
             rows.append(http_row(scenario, "sqlite", samples, ours, bare, target, notes, loader))
-            progress(f"  {rows[-1].scenario}: {rows[-1].ours} vs {rows[-1].theirs}")
-    finally:
-        ours.stop()
-        bare.stop()
+            _report(progress, rows[-1:])
     return rows
 
 
@@ -665,8 +670,7 @@ def _postgres(
         shimmiestack_postgres_url(stores.postgres_url, theirs_schema),
     )
     rows: list[Row] = []
-    try:
-        _serve(progress, [ours, shimmie], [start_songs, start_songs])
+    with _serving(progress, [ours, shimmie], [start_songs, start_songs]):
         notes = (
             f"the whole machine: ours under granian (python -m example_songs.serve), {workers} workers "
             "(the recommended count); ShimmieStack 1.9.2 songs.js, its one node process; the server's "
@@ -677,10 +681,7 @@ def _postgres(
             samples = loader.samples(method, [ours, shimmie])
             target = MACHINE_POST_RATIO if method == "POST" else MACHINE_GET_RATIO
             rows.append(http_row(scenario, "postgresql", samples, ours, shimmie, target, notes, loader))
-            progress(f"  {rows[-1].scenario}: {rows[-1].ours} vs {rows[-1].theirs}")
-    finally:
-        ours.stop()
-        shimmie.stop()
+            _report(progress, rows[-1:])
     return rows
 
 

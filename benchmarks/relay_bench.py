@@ -28,7 +28,7 @@ from flask_shimmie.sinks import NatsJetStreamSink, RabbitMqSink, Sink
 from flask_shimmie.sinks.base import event_body
 from flask_shimmie.sinks.jetstream import MSG_ID_HEADER, PUBLISH_WINDOW
 
-from .harness import Progress, Row, Settings, compare_row, skipped_row
+from .harness import Progress, Row, Settings, alternate, compare_row, skipped_row
 from .shimmie_side import OurApp, fill
 from .shimmie_subscriptions import make_quiet_app
 
@@ -265,13 +265,9 @@ def relay_rows(
             fill(ours, total)
             with ours.app.app_context():
                 events = ours.stack.read_events(0)
-            samples: dict[str, list[float]] = {"ours": [], "theirs": []}
             ours_run = relay_function(ours, kind, broker_url, total)
             theirs_run = bare_function(events, kind, broker_url)
-            for index in range(settings.relay_repeats):
-                order = [("ours", ours_run), ("theirs", theirs_run)]
-                for name, measure in order if index % 2 == 0 else reversed(order):
-                    samples[name].append(measure())
+            samples = alternate([("ours", ours_run), ("theirs", theirs_run)], settings.relay_repeats)
         finally:
             ours.close()
         row = compare_row(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from flask_shimmie import NewEvent
 
-from .harness import Progress, Row, Settings, rate
+from .harness import Progress, Row, Settings, ours_only_row, rate
 from .httpbench import Server, gunicorn_server
 from .shimmie_side import CREATED, make_app
 from .subscription_suite import percentile
@@ -114,15 +114,11 @@ def _fan_out(server: Server, url: str, clients: int, settings: Settings) -> Row:
     rates = [total / (max(reader.received.values()) - first) for reader in readers]
     delays = [reader.received[seq] - committed[seq] for reader in readers for seq in committed]
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
-    return Row(
-        scenario=f"{SCENARIO}, {clients} client{'s' if clients > 1 else ''}",
-        backend="",
-        ours=f"{rate(min(rates))} each, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms",
-        theirs="-",
-        ratio=None,
-        target="- (info)",
-        holds=None,
-        notes=(
+    return ours_only_row(
+        f"{SCENARIO}, {clients} client{'s' if clients > 1 else ''}",
+        "",
+        f"{rate(min(rates))} each, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms",
+        (
             f"ours only: {total:,} events written at {settings.sse_rate:,} ev/s ({per_write} per "
             f"record_unchecked_events every {WRITE_EVERY * 1000:g} ms; achieved "
             f"{total / write_seconds:,.0f} ev/s) by another process than the server's (gunicorn, one gthread "
@@ -130,9 +126,8 @@ def _fan_out(server: Server, url: str, clients: int, settings: Settings) -> Row:
             f"shown; delay = client reads the id: line - the writer's record call returned, over "
             f"{len(delays):,} deliveries; max {max(delays) * 1000:.1f} ms"
         ),
+        delays,
         ours_value=min(rates),
-        theirs_value=None,
-        samples={"ours": delays},
     )
 
 

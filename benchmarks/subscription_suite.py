@@ -10,7 +10,7 @@ from typing import Any
 from . import es_projection, es_side, shimmie_side, shimmie_subscriptions
 from .backends import Stores, check_sqlite_durability, postgres_unavailable
 from .es_side import BenchApplication
-from .harness import Progress, Row, Settings, compare_row, skipped_row
+from .harness import Progress, Row, Settings, compare_row, ours_only_row, skipped_row
 from .shimmie_side import OurApp
 
 PROJECTION_SCENARIO = "7 projection catch-up"
@@ -155,15 +155,11 @@ def _latency(backend: str, stores: Stores, settings: Settings) -> Row:
     url, _ = _stores_for(backend, stores, "latency")
     delays = shimmie_subscriptions.reactor_latencies(url, settings.reactor_events, settings.reactor_spacing)
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
-    return Row(
-        scenario=LATENCY_SCENARIO,
-        backend=backend,
-        ours=f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
-        theirs="-",
-        ratio=None,
-        target="- (info)",
-        holds=None,
-        notes=(
+    return ours_only_row(
+        LATENCY_SCENARIO,
+        backend,
+        f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
+        (
             f"ours only: {len(delays)} events recorded with record_event from one thread, "
             f"{settings.reactor_spacing * 1000:g} ms apart, on a fresh store; one reactor, run by the "
             "background runner that startup() starts; the delay from record_event's return to the "
@@ -171,9 +167,7 @@ def _latency(backend: str, stores: Stores, settings: Settings) -> Row:
             "call the reactor between the commit and the return: such a delay is negative, and kept); "
             f"max {max(delays) * 1000:.2f} ms"
         ),
-        ours_value=None,
-        theirs_value=None,
-        samples={"ours": delays},
+        delays,
     )
 
 

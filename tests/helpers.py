@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 
-from flask_shimmie import Event, Model, subscribe
+from flask_shimmie import (
+    NO_STREAM,
+    Event,
+    Model,
+    ShimmieStack,
+    authorize,
+    current_stack,
+    no_authorization,
+    subscribe,
+)
 from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEvent
 
 
@@ -62,3 +72,83 @@ def songs_app(config: dict[str, Any] | None = None) -> Flask:
     app = create_app(config)
     app.test_client_class = SongsClient
     return app
+
+
+# -- a small app with two tokens ------------------------------------------------------------------
+
+#: The headers of the two callers :func:`token_app` knows: signed in (no admin), and an admin.
+USER = {"Authorization": "Bearer user"}
+ADMIN = {"Authorization": "Bearer admin"}
+
+
+def token_identity() -> dict[str, Any] | None:
+    """The caller: ``{"admin": False}`` for ``Bearer user``, ``{"admin": True}`` for ``Bearer admin``."""
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return {"user": {"admin": False}, "admin": {"admin": True}}.get(token)
+
+
+def is_admin(identity: dict[str, Any]) -> bool:
+    """Whether a :func:`token_identity` is the admin's."""
+    return bool(identity["admin"])
+
+
+def add_open_view(bp: Blueprint) -> None:
+    """``GET /open``, without authorization: ``{"ok": true}``."""
+
+    @bp.get("/open")
+    @no_authorization
+    def open_view() -> dict[str, Any]:
+        return {"ok": True}
+
+
+def add_guarded_views(bp: Blueprint) -> None:
+    """``GET /guarded`` (any signed-in caller) and ``GET /admins`` (admins only): ``{"ok": true}``."""
+
+    @bp.get("/guarded")
+    @authorize(lambda identity: True)
+    def guarded() -> dict[str, Any]:
+        return {"ok": True}
+
+    @bp.get("/admins")
+    @authorize(is_admin)
+    def admins_only() -> dict[str, Any]:
+        return {"ok": True}
+
+
+def add_things_view(bp: Blueprint) -> None:
+    """``POST /things/<thing_id>`` (signed in): the JSON body recorded as ``ADDED``, a new stream only."""
+
+    @bp.post("/things/<thing_id>")
+    @authorize(lambda identity: True)
+    def add(thing_id: str) -> tuple[dict[str, Any], int]:
+        event = current_stack.record_event(thing_id, "ADDED", request.get_json(), expected_version=NO_STREAM)
+        return {"sequence_num": event.sequence_num, "data": event.data}, 201
+
+
+def token_app(
+    processor: str,
+    prefix: str,
+    bp: Blueprint,
+    config: Mapping[str, Any] | None = None,
+    *,
+    authenticate: Callable[[], dict[str, Any] | None] | None = None,
+) -> tuple[Flask, ShimmieStack]:
+    """A testing app whose stack mounts ``bp`` as processor ``processor`` at ``prefix``.
+
+    Callers are known by :func:`token_identity` (or ``authenticate``), admins by :func:`is_admin`;
+    the admin API is at ``/admin``. ``config`` goes on top of ``TESTING`` and ``SHIMMIE_ADMIN_URL``.
+    """
+    stack = ShimmieStack()
+    stack.authenticator(authenticate or token_identity)
+    stack.admin_authorizer(is_admin)
+    stack.mount_processor(processor, prefix, bp)
+    app = Flask(__name__)
+    app.config.update({"TESTING": True, "SHIMMIE_ADMIN_URL": "/admin", **(config or {})})
+    stack.init_app(app)
+    return app, stack
+
+
+def stored(app: Flask) -> int:
+    """How many events ``app``'s store holds."""
+    with app.app_context():
+        return len(current_stack.read_events())

@@ -89,6 +89,77 @@ def start_logged(command: list[str], env: Mapping[str, str], log: IO[bytes]) -> 
     )
 
 
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``extra`` on top, and the repository root first on ``PYTHONPATH``."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass
+class SubscriptionsRun:
+    """``flask --app <app> shimmie subscriptions run`` on one store, in a process group of its own.
+
+    Its environment is :func:`child_env` with ``FLASK_SHIMMIE_EVENT_STORE=<store_url>``,
+    ``FLASK_SHIMMIE_SUBSCRIPTION_TAKEOVER=<takeover>`` and ``env``; its output goes to ``log``.
+    """
+
+    app: str
+    store_url: str
+    log: Path
+    takeover: float
+    env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SubscriptionsRun:
+        """Start the process (do not wait for it); return ``self``."""
+        env = child_env(
+            {
+                "FLASK_SHIMMIE_EVENT_STORE": self.store_url,
+                "FLASK_SHIMMIE_SUBSCRIPTION_TAKEOVER": str(self.takeover),
+                **self.env,
+            }
+        )
+        command = [sys.executable, "-m", "flask", "--app", self.app, "shimmie", "subscriptions", "run"]
+        with self.log.open("ab") as log:
+            self.process = start_logged(command, env, log)
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The process's pid, which is also its process group's id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether it was started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process group; return once nothing of it runs."""
+        if self.process is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait(10)
+        deadline = time.monotonic() + 10
+        while group_members(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait for the exit; return the exit code."""
+        assert self.process is not None
+        os.kill(self.pid, signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of its output, for failure messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -182,10 +253,7 @@ class GunicornServer:
         """Start gunicorn and wait (at most ``timeout`` s) until every worker runs and one answers."""
         if self.process is not None and self.process.poll() is None:
             raise ServerError("the server is already running")
-        env = dict(os.environ)
-        env.update(self.env)
-        env["FLASK_SHIMMIE_EVENT_STORE"] = self.store_url
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env = child_env({**self.env, "FLASK_SHIMMIE_EVENT_STORE": self.store_url})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {self.starts + 1}: {' '.join(self.command())}\n".encode())

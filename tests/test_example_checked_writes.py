@@ -21,19 +21,10 @@ from flask.testing import FlaskClient
 
 from example_songs import stack
 from flask_shimmie import Event, Loaded
-from tests.helpers import songs_app
+from tests.songs_fixtures import app as app
+from tests.songs_fixtures import client as client
 
 SUBMITTER = {"name": "Sam Secret", "email": "sam.secret@example.com"}
-
-
-@pytest.fixture
-def app() -> Flask:
-    return songs_app({"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def post_song(client: FlaskClient) -> str:

@@ -14,18 +14,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from example_songs import stack
-from tests.helpers import songs_app
-
-
-@pytest.fixture
-def app() -> Flask:
-    return songs_app({"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+from tests.helpers import stored
+from tests.songs_fixtures import app as app
+from tests.songs_fixtures import client as client
 
 
 def song(**fields: Any) -> dict[str, Any]:
@@ -39,11 +30,6 @@ def submitter(name: str = "Ann", email: str = "ann@example.com") -> dict[str, An
 def email_of(length: int) -> str:
     domain = "@example.com"
     return "a" * (length - len(domain)) + domain
-
-
-def stored(app: Flask) -> int:
-    with app.app_context():
-        return len(stack.read_events())
 
 
 @pytest.mark.parametrize(

@@ -17,24 +17,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_songs import stack
-from tests.helpers import songs_app
+from tests.songs_fixtures import app as app
+from tests.songs_fixtures import client as client
 
 pytest.importorskip("apispec", reason="apispec is not installed (pip install -e '.[openapi]')")
 openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
 
 SONG = {"title": "Blue", "artist": "Joni Mitchell", "year": "1971"}
-
-
-@pytest.fixture
-def app() -> Any:
-    app = songs_app({"TESTING": True})
-    yield app
-    stack.shutdown(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def create(client: FlaskClient, **fields: Any) -> str:

@@ -27,18 +27,9 @@ from example_songs import SongList, stack
 from example_songs.positions import PositionIndex
 from flask_shimmie import NewEvent
 from flask_shimmie.testing import ShimmieTester
-from tests.helpers import songs_app
 from tests.serving import next_page
-
-
-@pytest.fixture
-def app() -> Flask:
-    return songs_app({"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+from tests.songs_fixtures import app as app
+from tests.songs_fixtures import client as client
 
 
 def song(n: int) -> dict[str, Any]:

@@ -16,18 +16,10 @@ from werkzeug.test import TestResponse
 
 from example_songs import SongList, stack
 from tests.helpers import songs_app
+from tests.songs_fixtures import app as app
+from tests.songs_fixtures import client as client
 
 SONG_FIELDS = {"id", "title", "artist", "year", "version"}
-
-
-@pytest.fixture
-def app() -> Flask:
-    return songs_app({"TESTING": True})
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def all_events(app: Flask) -> list[Any]:

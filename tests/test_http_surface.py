@@ -12,40 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Blueprint, Flask, abort, request
+from flask import Blueprint, Flask, abort
 from flask.testing import FlaskClient
 
-from flask_shimmie import NO_STREAM, ShimmieStack, authorize, current_stack, no_authorization
+from flask_shimmie import ShimmieStack, authorize, no_authorization
 from flask_shimmie.recording import unique_keys
 from flask_shimmie.request_hooks import relative_location
+from tests.helpers import ADMIN, USER, add_guarded_views, add_open_view, add_things_view, token_app
 
-USER = {"Authorization": "Bearer user"}
-ADMIN = {"Authorization": "Bearer admin"}
 LOCALHOST = "http://localhost:3000"
 
 
 def build(config: Mapping[str, Any] | None = None, *, authenticate: Any = None) -> tuple[Flask, ShimmieStack]:
-    stack = ShimmieStack()
     bp = Blueprint("surface", __name__)
-
-    @bp.get("/open")
-    @no_authorization
-    def open_view() -> dict[str, Any]:
-        return {"ok": True}
+    add_open_view(bp)
+    add_guarded_views(bp)
+    add_things_view(bp)
 
     @bp.get("/slashed/")
     @no_authorization
     def slashed() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.get("/guarded")
-    @authorize(lambda identity: True)
-    def guarded() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.get("/admins")
-    @authorize(lambda identity: identity["admin"])
-    def admins_only() -> dict[str, Any]:
         return {"ok": True}
 
     @bp.get("/missing")
@@ -53,24 +39,7 @@ def build(config: Mapping[str, Any] | None = None, *, authenticate: Any = None) 
     def missing() -> None:
         abort(404, "No such thing.")
 
-    @bp.post("/things/<thing_id>")
-    @authorize(lambda identity: True)
-    def add(thing_id: str) -> tuple[dict[str, Any], int]:
-        body = request.get_json()
-        event = current_stack.record_event(thing_id, "ADDED", body, expected_version=NO_STREAM)
-        return {"sequence_num": event.sequence_num, "data": event.data}, 201
-
-    def default_authenticate() -> dict[str, Any] | None:
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return {"user": {"admin": False}, "admin": {"admin": True}}.get(token)
-
-    stack.authenticator(authenticate or default_authenticate)
-    stack.admin_authorizer(lambda identity: identity["admin"])
-    stack.mount_processor("Surface", "/v1", bp)
-    app = Flask(__name__)
-    app.config.update({"TESTING": True, "SHIMMIE_ADMIN_URL": "/admin", **(config or {})})
-    stack.init_app(app)
-    return app, stack
+    return token_app("Surface", "/v1", bp, config, authenticate=authenticate)
 
 
 @pytest.fixture
@@ -83,11 +52,6 @@ def app() -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def stored(app: Flask) -> int:
-    with app.app_context():
-        return len(current_stack.read_events())
 
 
 # -- X-Seq-Num only for admitted callers of a matched route ------------------------------------

@@ -10,44 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 
-from flask_shimmie import NO_STREAM, ShimmieStack, authorize, current_stack, no_authorization
-
-USER = {"Authorization": "Bearer user"}
-ADMIN = {"Authorization": "Bearer admin"}
+from flask_shimmie import current_stack
+from tests.helpers import ADMIN, USER, add_open_view, add_things_view, stored, token_app
 
 
 @pytest.fixture
 def app() -> Iterator[Flask]:
-    stack = ShimmieStack()
     bp = Blueprint("limits", __name__)
-
-    @bp.get("/open")
-    @no_authorization
-    def open_view() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.post("/things/<thing_id>")
-    @authorize(lambda identity: True)
-    def add(thing_id: str) -> tuple[dict[str, Any], int]:
-        event = current_stack.record_event(thing_id, "ADDED", request.get_json(), expected_version=NO_STREAM)
-        return {"sequence_num": event.sequence_num, "data": event.data}, 201
-
-    @stack.authenticator
-    def authenticate() -> dict[str, Any] | None:
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return {"user": {"admin": False}, "admin": {"admin": True}}.get(token)
-
-    stack.admin_authorizer(lambda identity: identity["admin"])
-    stack.mount_processor("Limits", "/v1", bp)
-    app = Flask(__name__)
-    app.config.update(TESTING=True, SHIMMIE_ADMIN_URL="/admin")
-    stack.init_app(app)
+    add_open_view(bp)
+    add_things_view(bp)
+    app, stack = token_app("Limits", "/v1", bp)
     yield app
     stack.shutdown(app)
 
@@ -55,11 +32,6 @@ def app() -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def stored(app: Flask) -> int:
-    with app.app_context():
-        return len(current_stack.read_events())
 
 
 # -- huge numbers ----------------------------------------------------------------------------------

@@ -154,6 +154,12 @@ def new_stack() -> ShimmieStack:
     return stack
 
 
+def pii_app(make_pii_app: AppFactory, config: dict[str, Any]) -> tuple[ShimmieStack, Flask]:
+    """A :func:`new_stack` and its testing app with ``config``."""
+    stack = new_stack()
+    return stack, make_pii_app(stack, **config)
+
+
 def state_of(app: Flask) -> AppState:
     state: AppState = app.extensions["shimmie"]
     return state
@@ -211,8 +217,7 @@ def stored_data(backend: Backend, app: Flask) -> dict[str, Any]:
 def test_pii_values_never_reach_the_event_store(
     pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
 
@@ -245,8 +250,7 @@ def test_pii_values_never_reach_the_event_store(
 def test_the_pii_table_has_only_the_event_id_the_stream_id_the_values_and_a_timestamp(
     durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **durable_pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, durable_pii_backend.config(placement))
     with app.app_context():
         record_people(stack)
 
@@ -258,8 +262,7 @@ def test_the_pii_table_has_only_the_event_id_the_stream_id_the_values_and_a_time
 def test_models_history_reads_replay_and_retries_see_the_pii_merged_back(
     pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
 
@@ -295,8 +298,7 @@ def test_models_history_reads_replay_and_retries_see_the_pii_merged_back(
 def test_cli_export_with_pii_merges_it_back_and_without_leaves_it_out(
     pii_backend: Backend, make_pii_app: AppFactory, placement: str, tmp_path: Path
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, pii_backend.config(placement))
     with app.app_context():
         registered, moved, note = record_people(stack)
     runner = app.test_cli_runner()
@@ -328,14 +330,12 @@ def test_a_restarted_app_sees_the_pii_merged_back(
     durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     config = durable_pii_backend.config(placement)
-    first_stack = new_stack()
-    first = make_pii_app(first_stack, **config)
+    first_stack, first = pii_app(make_pii_app, config)
     with first.app_context():
         record_people(first_stack)
     first_stack.shutdown(first)
 
-    stack = new_stack()
-    app = make_pii_app(stack, **config)
+    stack, app = pii_app(make_pii_app, config)
     stack.startup(app)
     with app.app_context():
         assert stack.model(People).people["person-1"] == {"data": PERSON, "pii_erased": False, "replay": True}
@@ -356,8 +356,7 @@ def test_a_restarted_app_sees_the_pii_merged_back(
 def test_a_refused_write_leaves_no_pii_anywhere(
     pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, pii_backend.config(placement))
     other = person(name="Ottilie Otherperson", contact={"email": "otti@example.com", "city": "Hull"})
     with app.app_context():
         first = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
@@ -386,8 +385,7 @@ def test_a_refused_write_leaves_no_pii_anywhere(
 def test_without_a_pii_store_recording_pii_raises_and_records_nothing(
     pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config("off"))
+    stack, app = pii_app(make_pii_app, pii_backend.config("off"))
     with app.app_context():
         with pytest.raises(PiiNotConfiguredError):
             stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
@@ -425,8 +423,7 @@ def test_without_a_pii_store_recording_pii_raises_and_records_nothing(
 def test_erase_pii_deletes_the_pii_for_good_and_readers_see_anonymised_values(
     pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config(placement))
+    stack, app = pii_app(make_pii_app, pii_backend.config(placement))
     bob = {
         "name": "Bob Untouched",
         "age": 33,
@@ -528,8 +525,7 @@ def test_a_restart_after_erasure_shows_the_anonymised_values(
     durable_pii_backend: Backend, make_pii_app: AppFactory, placement: str
 ) -> None:
     config = durable_pii_backend.config(placement)
-    first_stack = new_stack()
-    first = make_pii_app(first_stack, **config)
+    first_stack, first = pii_app(make_pii_app, config)
     with first.app_context():
         registered = first_stack.record_event(
             "person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM
@@ -538,8 +534,7 @@ def test_a_restart_after_erasure_shows_the_anonymised_values(
         assert first_stack.erase_pii("person-1") == 1
     first_stack.shutdown(first)
 
-    stack = new_stack()
-    app = make_pii_app(stack, **config)
+    stack, app = pii_app(make_pii_app, config)
     stack.startup(app)
     with app.app_context():
         people = stack.model(People)
@@ -564,6 +559,13 @@ def test_a_restart_after_erasure_shows_the_anonymised_values(
 # -- orphaned PII rows (separate PII store) ----------------------------------------------------
 
 
+def pii_store_of(app: Flask) -> PiiStore:
+    """``app``'s PII store (there must be one)."""
+    pii_store = state_of(app).pii_store
+    assert isinstance(pii_store, PiiStore)
+    return pii_store
+
+
 def orphan(stream_id: str) -> PiiRecord:
     """A PII row whose event never committed, as a crash between the two writes leaves it."""
     return PiiRecord(str(uuid.uuid4()), stream_id, json.dumps({"name": "Orphaned Secret"}))
@@ -572,13 +574,11 @@ def orphan(stream_id: str) -> PiiRecord:
 def test_an_orphaned_pii_row_is_never_read_and_purge_orphans_deletes_it(
     pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config("separate"))
+    stack, app = pii_app(make_pii_app, pii_backend.config("separate"))
     with app.app_context():
         kept = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
         state = state_of(app)
-        pii_store = state.pii_store
-        assert isinstance(pii_store, PiiStore)
+        pii_store = pii_store_of(app)
         lost = orphan("person-1")
         pii_store.put([lost])
 
@@ -603,12 +603,10 @@ def test_an_orphaned_pii_row_is_never_read_and_purge_orphans_deletes_it(
 def test_an_old_orphaned_pii_row_is_purged_at_the_next_startup(
     pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config("separate"))
+    stack, app = pii_app(make_pii_app, pii_backend.config("separate"))
     with app.app_context():
         kept = stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
-        pii_store = state_of(app).pii_store
-        assert pii_store is not None
+        pii_store = pii_store_of(app)
         old = orphan("person-1")
         pii_store.put([old])
     pii_backend.backdate_pii_rows(app, 3600)
@@ -629,12 +627,10 @@ def test_an_old_orphaned_pii_row_is_purged_at_the_next_startup(
 def test_erase_pii_counts_only_events_that_were_recorded(
     pii_backend: Backend, make_pii_app: AppFactory
 ) -> None:
-    stack = new_stack()
-    app = make_pii_app(stack, **pii_backend.config("separate"))
+    stack, app = pii_app(make_pii_app, pii_backend.config("separate"))
     with app.app_context():
         stack.record_event("person-1", "PERSON_REGISTERED", PERSON, expected_version=NO_STREAM)
-        pii_store = state_of(app).pii_store
-        assert pii_store is not None
+        pii_store = pii_store_of(app)
         pii_store.put([orphan("person-1")])
 
         assert stack.erase_pii("person-1") == 1

@@ -19,7 +19,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,7 @@ from flask_shimmie import Event, Model, ShimmieStack, StoreUnavailableError, sub
 from flask_shimmie.storage.postgres import database as postgres_database
 from flask_shimmie.storage.sqlite import database as sqlite_database
 from tests.backends import postgres_base_url, require_backend
-from tests.pii_backends import (
-    PLACEMENTS,
-    AppFactory,
-    Backend,
-    MadeApps,
-)
+from tests.pii_backends import PLACEMENTS, AppFactory, Backend, MadeApps, fresh_backend, shut_down
 
 
 class Contacts(Model):
@@ -81,9 +78,28 @@ def add_others(stack: ShimmieStack, count: int) -> None:
         add_contact(stack, f"other-{index}", f"other-{index}-{uuid.uuid4().hex}@example.com")
 
 
-def start_app(make_app: AppFactory, backend: Backend, placement: str, stack: ShimmieStack) -> Flask:
-    # A snapshot at every event, so the marker reaches shimmie_snapshots too.
-    return make_app(stack, SHIMMIE_SNAPSHOT_EVERY=1, **backend.config(placement))
+def start_app(make_app: AppFactory, backend: Backend, placement: str) -> tuple[ShimmieStack, Flask]:
+    """A :func:`new_stack` and its app on ``backend``, with a snapshot at every event (so that the
+    marker reaches ``shimmie_snapshots`` too)."""
+    stack = new_stack()
+    return stack, make_app(stack, SHIMMIE_SNAPSHOT_EVERY=1, **backend.config(placement))
+
+
+@contextmanager
+def holding(hold: Callable[[threading.Event, threading.Event], None]) -> Iterator[threading.Event]:
+    """Run ``hold(started, release)`` in a thread; once it has ``started``, yield ``release``.
+
+    Afterwards (however the block ends) ``release`` is set and the thread joined.
+    """
+    started, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=hold, args=(started, release))
+    thread.start()
+    try:
+        assert started.wait(10)
+        yield release
+    finally:
+        release.set()
+        thread.join(10)
 
 
 def assert_erased(app: Flask, stack: ShimmieStack, stream_id: str) -> None:
@@ -140,8 +156,7 @@ def test_sqlite_erasure_leaves_no_copy_in_any_file(
     sqlite_backend: Backend, make_pii_app: AppFactory, tmp_path: Path, placement: str, checkpointed: bool
 ) -> None:
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, sqlite_backend, placement, stack)
+    stack, app = start_app(make_pii_app, sqlite_backend, placement)
     with app.app_context():
         add_contact(stack, "victim", marker)
         add_others(stack, 5)
@@ -186,18 +201,11 @@ def test_sqlite_erasure_waits_for_a_reader_holding_an_old_snapshot(
     sqlite_backend: Backend, make_pii_app: AppFactory, tmp_path: Path, placement: str
 ) -> None:
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, sqlite_backend, placement, stack)
+    stack, app = start_app(make_pii_app, sqlite_backend, placement)
     with app.app_context():
         add_contact(stack, "victim", marker)
     assert sqlite_hits(tmp_path, marker)
-    started, release = threading.Event(), threading.Event()
-    reader = threading.Thread(
-        target=hold_snapshot, args=(pii_path(sqlite_backend, placement), started, release)
-    )
-    reader.start()
-    try:
-        assert started.wait(10)
+    with holding(partial(hold_snapshot, pii_path(sqlite_backend, placement))) as release:
         # The reader lets go after two seconds; meanwhile a writer must get through between
         # the checkpoint's attempts instead of waiting for the whole erasure.
         threading.Timer(2.0, release.set).start()
@@ -217,9 +225,6 @@ def test_sqlite_erasure_waits_for_a_reader_holding_an_old_snapshot(
             assert stack.erase_pii("victim") == 1
         took = time.monotonic() - begun
         writer.join(10)
-    finally:
-        release.set()
-        reader.join(10)
     assert took >= 1.8, "the erasure should have waited for the reader"
     assert write_took and write_took[0] < 1.0, f"a write waited {write_took} s behind the checkpoint"
     assert sqlite_hits(tmp_path, marker) == {}
@@ -231,17 +236,10 @@ def test_sqlite_erasure_reports_a_wal_it_cannot_empty(
 ) -> None:
     monkeypatch.setattr(sqlite_database, "CHECKPOINT_TIMEOUT", 0.5)
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, sqlite_backend, "colocated", stack)
+    stack, app = start_app(make_pii_app, sqlite_backend, "colocated")
     with app.app_context():
         add_contact(stack, "victim", marker)
-    started, release = threading.Event(), threading.Event()
-    reader = threading.Thread(
-        target=hold_snapshot, args=(pii_path(sqlite_backend, "colocated"), started, release)
-    )
-    reader.start()
-    try:
-        assert started.wait(10)
+    with holding(partial(hold_snapshot, pii_path(sqlite_backend, "colocated"))):
         with app.app_context(), pytest.raises(StoreUnavailableError) as raised:
             stack.erase_pii("victim")
         message = str(raised.value)
@@ -250,9 +248,6 @@ def test_sqlite_erasure_reports_a_wal_it_cannot_empty(
         # The erasure itself stands; only the old bytes are still in the WAL.
         assert_erased(app, stack, "victim")
         assert sqlite_hits(tmp_path, marker)
-    finally:
-        release.set()
-        reader.join(10)
     with app.app_context():
         assert stack.erase_pii("victim") == 0
     assert sqlite_hits(tmp_path, marker) == {}
@@ -264,15 +259,7 @@ def test_sqlite_erasure_reports_a_wal_it_cannot_empty(
 @pytest.fixture(name="postgres_backend")
 def postgres_backend_fixture(tmp_path: Path, made_apps: MadeApps) -> Iterator[Backend]:
     """A PostgreSQL backend whose schemas are dropped after the test (its apps shut down first)."""
-    require_backend("postgresql")
-    found = Backend("postgresql", tmp_path)
-    try:
-        yield found
-    finally:
-        while made_apps:
-            stack, app = made_apps.pop()
-            stack.shutdown(app)
-        found.databases.drop()
+    yield from fresh_backend("postgresql", tmp_path, made_apps)
 
 
 def schema_of(url: str) -> str:
@@ -329,8 +316,7 @@ def test_postgres_erasure_with_vacuum_leaves_no_copy_in_the_table_files(
     postgres_backend: Backend, make_pii_app: AppFactory, placement: str, layout: str
 ) -> None:
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, placement, stack)
+    stack, app = start_app(make_pii_app, postgres_backend, placement)
     with app.app_context():
         add_others(stack, 5)
         record_layout(stack, marker, layout)
@@ -354,8 +340,7 @@ def test_postgres_erasure_vacuums_by_default(
 ) -> None:
     """A plain VACUUM: enough for a row that rows stored after it on its page move over."""
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, placement, stack)
+    stack, app = start_app(make_pii_app, postgres_backend, placement)
     with app.app_context():
         record_layout(stack, marker, "middle")
     assert any("shimmie_pii" in name for name in postgres_hits(postgres_backend, marker))
@@ -372,8 +357,7 @@ def test_cli_erase_pii_vacuum_rewrites_the_pii_table(
     postgres_backend: Backend, make_pii_app: AppFactory
 ) -> None:
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
+    stack, app = start_app(make_pii_app, postgres_backend, "colocated")
     with app.app_context():
         add_others(stack, 5)
         record_layout(stack, marker, "last")  # a plain VACUUM leaves this one in the page's free space
@@ -392,8 +376,7 @@ def test_postgres_vacuum_full_gives_up_on_a_table_in_use(
 ) -> None:
     monkeypatch.setattr(postgres_database, "VACUUM_LOCK_TIMEOUT", 0.3)
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
+    stack, app = start_app(make_pii_app, postgres_backend, "colocated")
     with app.app_context():
         add_contact(stack, "victim", marker)
     table = f'"{schema_of(postgres_backend.event_url)}".shimmie_pii'
@@ -427,23 +410,15 @@ def test_postgres_erasure_waits_for_transactions_that_still_see_the_rows(
     postgres_backend: Backend, make_pii_app: AppFactory, vacuum: bool
 ) -> None:
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
+    stack, app = start_app(make_pii_app, postgres_backend, "colocated")
     with app.app_context():
         record_layout(stack, marker, "middle")
-    started, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_transaction, args=(started, release))
-    holder.start()
-    try:
-        assert started.wait(10)
+    with holding(hold_transaction) as release:
         threading.Timer(1.0, release.set).start()
         begun = time.monotonic()
         with app.app_context():
             assert stack.erase_pii("victim", vacuum=vacuum) == 1
         took = time.monotonic() - begun
-    finally:
-        release.set()
-        holder.join(10)
     assert took >= 0.8, "the VACUUM should have waited for the older transaction"
     assert postgres_hits(postgres_backend, marker) == {}
 
@@ -454,15 +429,10 @@ def test_postgres_erasure_reports_a_transaction_that_outlives_the_wait(
 ) -> None:
     monkeypatch.setattr(postgres_database, "HORIZON_TIMEOUT", 0.5)
     marker = new_marker()
-    stack = new_stack()
-    app = start_app(make_pii_app, postgres_backend, "colocated", stack)
+    stack, app = start_app(make_pii_app, postgres_backend, "colocated")
     with app.app_context():
         record_layout(stack, marker, "middle")
-    started, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_transaction, args=(started, release))
-    holder.start()
-    try:
-        assert started.wait(10)
+    with holding(hold_transaction):
         with app.app_context(), pytest.raises(StoreUnavailableError) as raised:
             stack.erase_pii("victim")
         message = str(raised.value)
@@ -470,9 +440,6 @@ def test_postgres_erasure_reports_a_transaction_that_outlives_the_wait(
         assert "cannot remove the deleted rows yet: process " in message
         assert_erased(app, stack, "victim")
         assert postgres_hits(postgres_backend, marker)
-    finally:
-        release.set()
-        holder.join(10)
     with app.app_context():
         assert stack.erase_pii("victim") == 0
     assert postgres_hits(postgres_backend, marker) == {}
@@ -487,9 +454,7 @@ def non_owner_fixture(made_apps: MadeApps) -> Iterator[str]:
     try:
         yield role
     finally:
-        while made_apps:  # their sessions use the role
-            stack, app = made_apps.pop()
-            stack.shutdown(app)
+        shut_down(made_apps)  # their sessions use the role
         with psycopg.connect(postgres_base_url(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
@@ -499,8 +464,7 @@ def non_owner_fixture(made_apps: MadeApps) -> Iterator[str]:
 def test_postgres_erasure_reports_a_vacuum_the_role_may_not_run(
     postgres_backend: Backend, make_pii_app: AppFactory, non_owner: str
 ) -> None:
-    owner_stack = new_stack()
-    owner_app = start_app(make_pii_app, postgres_backend, "colocated", owner_stack)
+    owner_stack, owner_app = start_app(make_pii_app, postgres_backend, "colocated")
     with owner_app.app_context():
         owner_stack.startup()  # the tables, owned by the superuser
     schema = schema_of(postgres_backend.event_url)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,8 +21,8 @@ from flask_shimmie import relay as relay_module
 from flask_shimmie import runner as runner_module
 from flask_shimmie.sinks import Sink, SinkError
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS
-from tests.subscription_fixtures import harness_on, without_waits
+from tests.subscription_fixtures import subs as subs
+from tests.subscription_fixtures import without_waits
 from tests.subscription_harness import SubsHarness
 
 ADMIN = {"Authorization": "Bearer admin"}
@@ -35,11 +34,6 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     without_waits(monkeypatch)
     monkeypatch.setattr(runner_module, "OUTAGE_DELAY", 0.001)
     monkeypatch.setattr(runner_module, "OUTAGE_DELAY_MAX", 0.002)
-
-
-@pytest.fixture(params=BACKENDS)
-def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    yield from harness_on(request.param, tmp_path)
 
 
 class ScriptedSink(Sink):

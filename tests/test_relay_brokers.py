@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +43,7 @@ from flask_shimmie.storage.interface import AppendBatch, EventStore, PendingEven
 from tests.backends import BACKENDS, DURABLE_BACKENDS, fresh_store_url, require_backend
 from tests.brokers import TcpProxy, require_nats, require_rabbitmq
 from tests.relay_app import RELAY
-from tests.serving import REPO_ROOT, group_members, start_logged
+from tests.serving import SubscriptionsRun
 from tests.test_sink_nats import _add_stream, _delete_stream, _read_stream
 
 #: The subject / routing key template of every relay here (after the test's own prefix).
@@ -291,52 +287,9 @@ def test_cut_connections_and_a_broker_away_delay_events_but_lose_and_double_none
 # -- across processes -------------------------------------------------------------------------------
 
 
-@dataclass
-class RelayProcess:
-    """``flask --app tests.relay_app:create_app shimmie subscriptions run``, in a process group of its own."""
-
-    url: str
-    broker: Broker
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RelayProcess:
-        env = dict(os.environ)
-        env.update(
-            FLASK_SHIMMIE_EVENT_STORE=self.url,
-            FLASK_SHIMMIE_SUBSCRIPTION_TAKEOVER=str(TAKEOVER),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-            **self.broker.environment(),
-        )
-        command = [sys.executable, "-m", "flask", "--app", "tests.relay_app:create_app"]
-        with self.log.open("ab") as log:
-            self.process = start_logged([*command, "shimmie", "subscriptions", "run"], env, log)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def kill(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(10)
-        deadline = time.monotonic() + 10
-        while group_members(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        os.kill(self.pid, signal.SIGTERM)
-        return self.process.wait(20)
-
-    def log_tail(self) -> str:
-        with suppress(FileNotFoundError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-        return "(no log)"
+def relay_process(url: str, broker: Broker, log: Path) -> SubscriptionsRun:
+    """``flask --app tests.relay_app:create_app shimmie subscriptions run``, relaying to ``broker``."""
+    return SubscriptionsRun("tests.relay_app:create_app", url, log, TAKEOVER, broker.environment())
 
 
 def append_events(store: EventStore, count: int) -> None:
@@ -357,7 +310,7 @@ def test_a_relay_process_sigkilled_mid_backlog_is_taken_over_and_nothing_is_lost
     with fresh_store_url(backend, tmp_path) as url:
         store = event_store_from_url(url)
         store.open()
-        processes: list[RelayProcess] = []
+        processes: list[SubscriptionsRun] = []
 
         def logs() -> str:
             return "\n".join(f"--- relay {p.pid} ---\n{p.log_tail()}" for p in processes if p.process)
@@ -372,10 +325,10 @@ def test_a_relay_process_sigkilled_mid_backlog_is_taken_over_and_nothing_is_lost
 
         try:
             append_events(store, 50)
-            first = RelayProcess(url, broker, tmp_path / "relay-0.log").start()
+            first = relay_process(url, broker, tmp_path / "relay-0.log").start()
             processes.append(first)
             wait_for("the first process relays", lambda: position() == 50 and holder() == first.pid, 30, logs)
-            second = RelayProcess(url, broker, tmp_path / "relay-1.log").start()
+            second = relay_process(url, broker, tmp_path / "relay-1.log").start()
             processes.append(second)
             time.sleep(0.5)  # the second one is up, trying the lease in vain
             backlog = 4000 if broker.kind == "nats" else 800  # RabbitMQ confirms one at a time

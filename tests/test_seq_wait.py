@@ -13,61 +13,29 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask
 from werkzeug.test import TestResponse
 
-from flask_shimmie import ConfigurationError, Event, ShimmieStack, authorize, no_authorization
-from tests.helpers import append_raw
+from flask_shimmie import ConfigurationError, Event, ShimmieStack, authorize, current_stack
+from tests.helpers import ADMIN, USER, add_guarded_views, add_open_view, append_raw, token_app
 from tests.serving import GunicornServer, Reply, run_threads, serving
 from tests.serving import request as http_request
 
 NEVER = "999999999"
-USER = {"Authorization": "Bearer user"}
-ADMIN = {"Authorization": "Bearer admin"}
-
-
-def is_admin(identity: dict[str, Any]) -> bool:
-    return bool(identity["admin"])
 
 
 def build(config: Mapping[str, Any] | None = None) -> tuple[Flask, ShimmieStack]:
-    stack = ShimmieStack()
     bp = Blueprint("waits", __name__)
-
-    @bp.get("/open")
-    @no_authorization
-    def open_view() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.get("/guarded")
-    @authorize(lambda identity: True)
-    def guarded() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.get("/admins")
-    @authorize(is_admin)
-    def admins_only() -> dict[str, Any]:
-        return {"ok": True}
+    add_open_view(bp)
+    add_guarded_views(bp)
 
     @bp.post("/write")
     @authorize(lambda identity: True)
     def write() -> tuple[dict[str, Any], int]:
-        event = stack.record_unchecked_event("w", "WRITTEN", {})
+        event = current_stack.record_unchecked_event("w", "WRITTEN", {})
         return {"sequence_num": event.sequence_num}, 201
 
-    @stack.authenticator
-    def authenticate() -> dict[str, Any] | None:
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return {"user": {"admin": False}, "admin": {"admin": True}}.get(token)
-
-    stack.admin_authorizer(is_admin)
-    stack.mount_processor("Waits", "/w", bp)
-    app = Flask(__name__)
-    app.config.update(
-        {"TESTING": True, "SHIMMIE_ADMIN_URL": "/admin", "SHIMMIE_SEQ_WAIT_TIMEOUT": 2.0, **(config or {})}
-    )
-    stack.init_app(app)
-    return app, stack
+    return token_app("Waits", "/w", bp, {"SHIMMIE_SEQ_WAIT_TIMEOUT": 2.0, **(config or {})})
 
 
 @pytest.fixture

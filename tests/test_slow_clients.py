@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from example_songs import serve
-from tests.serving import HOST, REPO_ROOT, free_port, group_members, request, song_id_from, start_logged
+from tests.serving import HOST, child_env, free_port, group_members, request, song_id_from, start_logged
 
 #: The header timeout the deployment runs with here: short, so that the tests are quick.
 HEADER_TIMEOUT = 1.5
@@ -66,10 +66,8 @@ class Deployment:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server; wait until it answers, and warm every worker up."""
-        env = {**os.environ, **self.env}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         with self.log_path.open("ab") as log:
-            self.process = start_logged(list(self.command), env, log)
+            self.process = start_logged(list(self.command), child_env(self.env), log)
         try:
             self._wait_ready(timeout)
         except BaseException:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,27 +16,10 @@ from marshmallow import Schema, fields
 
 from flask_shimmie import Event, NewEvent, Projection, ShimmieStack, subscribe
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS, DURABLE_BACKENDS
-from tests.subscription_fixtures import harness_on, without_waits
+from tests.subscription_fixtures import durable_subs as durable_subs
+from tests.subscription_fixtures import quick as quick
+from tests.subscription_fixtures import subs as subs
 from tests.subscription_harness import SubsHarness, Tally, projection_db, sql, tally_rows
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries without the production backoff, and no follower threads (nothing here needs one)."""
-    without_waits(monkeypatch)
-
-
-@pytest.fixture(params=BACKENDS)
-def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    """Apps on a fresh store of each backend."""
-    yield from harness_on(request.param, tmp_path)
-
-
-@pytest.fixture(params=DURABLE_BACKENDS)
-def durable_subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    """Apps on a fresh SQLite or PostgreSQL store, which a second app (a restart) can open."""
-    yield from harness_on(request.param, tmp_path)
 
 
 def _record(stack: ShimmieStack, app: Flask, *names: str, stream: str = "s", **data: Any) -> list[Event]:

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from flask import Flask
 
 from flask_shimmie import Event, ShimmieStack
 from flask_shimmie.state import AppState
-from tests.backends import BACKENDS
-from tests.subscription_fixtures import harness_on, without_waits
+from tests.subscription_fixtures import quick as quick
+from tests.subscription_fixtures import subs as subs
 from tests.subscription_harness import SubsHarness, Tally, projection_db, tally_rows
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    without_waits(monkeypatch)
-
-
-@pytest.fixture(params=BACKENDS)
-def subs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SubsHarness]:
-    yield from harness_on(request.param, tmp_path)
 
 
 class Flaky:

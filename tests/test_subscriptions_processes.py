@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,7 +36,7 @@ from flask_shimmie.storage import event_store_from_url
 from flask_shimmie.storage.interface import EventStore, SubscriptionInfo
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, postgres_base_url, require_backend
 from tests.helpers import append_raw, slow_runs_enabled
-from tests.serving import REPO_ROOT, GunicornServer, group_members, request, start_logged
+from tests.serving import GunicornServer, SubscriptionsRun, request
 from tests.subscription_app import DELAY_ENV, JOURNAL_ENV
 from tests.test_outage import TcpProxy, proxied
 
@@ -54,62 +50,8 @@ START_TIMEOUT = 30.0
 CATCH_UP_TIMEOUT = 60.0
 
 SUBSCRIPTIONS = ("journal", "tally")
-
-
-@dataclass
-class Runner:
-    """One ``flask shimmie subscriptions run`` process, in a process group of its own."""
-
-    url: str
-    journal: Path
-    log: Path
-    delay: float = 0.0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Runner:
-        env = dict(os.environ)
-        env.update(
-            FLASK_SHIMMIE_EVENT_STORE=self.url,
-            FLASK_SHIMMIE_SUBSCRIPTION_TAKEOVER=str(TAKEOVER),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-            **{JOURNAL_ENV: str(self.journal), DELAY_ENV: str(self.delay)},
-        )
-        command = [sys.executable, "-m", "flask", "--app", "tests.subscription_app:create_app"]
-        command += ["shimmie", "subscriptions", "run"]
-        with self.log.open("ab") as log:
-            self.process = start_logged(command, env, log)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the process group; return once nothing of it runs."""
-        if self.process is None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(10)
-        deadline = time.monotonic() + 10
-        while group_members(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        """SIGTERM, wait for the exit; return the exit code."""
-        assert self.process is not None
-        os.kill(self.pid, signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+#: The app the runner processes run.
+APP = "tests.subscription_app:create_app"
 
 
 @dataclass
@@ -119,15 +61,16 @@ class Site:
     url: str
     tmp_path: Path
     store: EventStore
-    runners: list[Runner] = field(default_factory=list)
+    runners: list[SubscriptionsRun] = field(default_factory=list)
 
     @property
     def journal(self) -> Path:
         return self.tmp_path / "journal.txt"
 
-    def runner(self, *, url: str | None = None, delay: float = 0.0) -> Runner:
+    def runner(self, *, url: str | None = None, delay: float = 0.0) -> SubscriptionsRun:
         log = self.tmp_path / f"runner-{len(self.runners)}.log"
-        started = Runner(url or self.url, self.journal, log, delay).start()
+        env = {JOURNAL_ENV: str(self.journal), DELAY_ENV: str(delay)}
+        started = SubscriptionsRun(APP, url or self.url, log, TAKEOVER, env).start()
         self.runners.append(started)
         return started
 

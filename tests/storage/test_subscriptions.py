@@ -23,6 +23,7 @@ from flask_shimmie.storage.interface import (
     EventStore,
     Lease,
     LeaseLostError,
+    SubscriptionInfo,
     SubscriptionNotFoundError,
     SubscriptionStore,
 )
@@ -42,6 +43,22 @@ def lease_of(subs: SubscriptionStore, name: str, runner: str = "host:1:a") -> Le
     lease = subs.try_lease(name, runner)
     assert lease is not None, f"the lease of {name} was not free"
     return lease
+
+
+def durable_mailer(backend: str, store: EventStore) -> SubscriptionStore:
+    """``store``'s subscription store with the reactor ``mailer`` registered at 0 (SQLite and
+    PostgreSQL only: skipped, or in CI failed, on another backend)."""
+    require_durable(backend)
+    subs = store.subscription_store()
+    subs.register("mailer", "reactor", start_position=0)
+    return subs
+
+
+def info_of(subs: SubscriptionStore, name: str) -> SubscriptionInfo:
+    """The row of the subscription ``name``, which must be registered."""
+    info = subs.get(name)
+    assert info is not None, f"{name} is not registered"
+    return info
 
 
 def placeholder(backend: str) -> str:
@@ -107,8 +124,8 @@ def test_a_registered_row_is_seen_by_another_store_object_and_after_a_restart(
     store.close()
     store.open()
 
-    info = store.subscription_store().get("mailer")
-    assert info is not None and info.position == 7
+    info = info_of(store.subscription_store(), "mailer")
+    assert info.position == 7
     assert info.runner is None  # closing the store released the lease
 
 
@@ -122,8 +139,8 @@ def test_register_with_another_kind_raises_configuration_error_and_changes_nothi
     with pytest.raises(ValueError, match="kind"):
         subs.register("other", "cron", start_position=0)
 
-    info = subs.get("songs")
-    assert info is not None and (info.kind, info.position, info.version) == ("projection", 0, 1)
+    info = info_of(subs, "songs")
+    assert (info.kind, info.position, info.version) == ("projection", 0, 1)
     assert [i.name for i in subs.all()] == ["songs"]
 
 
@@ -175,8 +192,8 @@ def test_try_lease_records_the_runner_and_the_lease_is_alive(subs: SubscriptionS
 
     assert (lease.name, lease.runner) == ("mailer", "host:42:x")
     assert lease.alive()
-    info = subs.get("mailer")
-    assert info is not None and info.runner == "host:42:x"
+    info = info_of(subs, "mailer")
+    assert info.runner == "host:42:x"
 
 
 def test_one_thread_of_many_gets_the_lease(subs: SubscriptionStore) -> None:
@@ -186,8 +203,8 @@ def test_one_thread_of_many_gets_the_lease(subs: SubscriptionStore) -> None:
 
     held = [lease for lease in leases if lease is not None]
     assert len(held) == 1
-    info = subs.get("mailer")
-    assert info is not None and info.runner == held[0].runner
+    info = info_of(subs, "mailer")
+    assert info.runner == held[0].runner
 
 
 def test_leases_of_different_subscriptions_are_independent(subs: SubscriptionStore) -> None:
@@ -217,16 +234,14 @@ def test_release_lets_another_take_it_and_the_released_lease_is_dead(subs: Subsc
     assert not lease.alive()
     with pytest.raises(LeaseLostError):
         subs.advance(lease, 10)
-    info = subs.get("mailer")
-    assert info is not None and (info.position, info.runner) == (3, "host:1:second")
+    info = info_of(subs, "mailer")
+    assert (info.position, info.runner) == (3, "host:1:second")
 
 
 def test_two_store_objects_on_one_url_hold_the_lease_one_at_a_time(
     backend: str, store: EventStore, open_store: Callable[[], EventStore]
 ) -> None:
-    require_durable(backend)
-    first, second = store.subscription_store(), open_store().subscription_store()
-    first.register("mailer", "reactor", start_position=0)
+    first, second = durable_mailer(backend, store), open_store().subscription_store()
 
     lease = lease_of(first, "mailer", "host:1:first")
     refused = second.try_lease("mailer", "host:1:second")
@@ -241,9 +256,7 @@ def test_two_store_objects_on_one_url_hold_the_lease_one_at_a_time(
 def test_closing_the_event_store_releases_its_leases(
     backend: str, store: EventStore, open_store: Callable[[], EventStore]
 ) -> None:
-    require_durable(backend)
-    subs = store.subscription_store()
-    subs.register("mailer", "reactor", start_position=0)
+    subs = durable_mailer(backend, store)
     lease = lease_of(subs, "mailer", "host:1:first")
     other = open_store().subscription_store()
     assert other.try_lease("mailer", "host:2:second") is None
@@ -255,30 +268,26 @@ def test_closing_the_event_store_releases_its_leases(
     assert not lease.alive()
     with pytest.raises(LeaseLostError):
         subs.advance(lease, 5)
-    info = other.get("mailer")
-    assert info is not None and (info.position, info.runner) == (0, "host:2:second")
+    info = info_of(other, "mailer")
+    assert (info.position, info.runner) == (0, "host:2:second")
 
 
 def test_a_lease_of_another_store_object_is_refused(
     backend: str, store: EventStore, open_store: Callable[[], EventStore]
 ) -> None:
-    require_durable(backend)
-    first, second = store.subscription_store(), open_store().subscription_store()
-    first.register("mailer", "reactor", start_position=0)
+    first, second = durable_mailer(backend, store), open_store().subscription_store()
     lease = lease_of(first, "mailer")
 
     with pytest.raises(ValueError, match="not taken through this subscription store"):
         second.advance(lease, 5)
-    info = first.get("mailer")
-    assert info is not None and info.position == 0
+    info = info_of(first, "mailer")
+    assert info.position == 0
 
 
 def test_two_processes_trying_at_once_one_gets_the_lease(
     backend: str, store: EventStore, store_url: str
 ) -> None:
-    require_durable(backend)
-    subs = store.subscription_store()
-    subs.register("mailer", "reactor", start_position=0)
+    subs = durable_mailer(backend, store)
     workers = Workers()
     tried, release = CONTEXT.Barrier(3), CONTEXT.Event()
     for index in range(2):
@@ -287,21 +296,19 @@ def test_two_processes_trying_at_once_one_gets_the_lease(
         tried.wait(60)  # both opened their stores
         tried.wait(60)  # both tried
         assert subs.try_lease("mailer", "host:main:t") is None
-        info = subs.get("mailer")
-        assert info is not None and info.runner in ("host:w0:t", "host:w1:t")
+        info = info_of(subs, "mailer")
+        assert info.runner in ("host:w0:t", "host:w1:t")
     finally:
         release.set()
     assert sorted(workers.wait()) == [False, True]
-    info = subs.get("mailer")
-    assert info is not None and info.runner is None
+    info = info_of(subs, "mailer")
+    assert info.runner is None
 
 
 def test_a_killed_holders_lease_is_taken_over_by_another_process_within_two_seconds(
     backend: str, store: EventStore, store_url: str
 ) -> None:
-    require_durable(backend)
-    subs = store.subscription_store()
-    subs.register("mailer", "reactor", start_position=0)
+    subs = durable_mailer(backend, store)
     workers = Workers()
     held = CONTEXT.Event()
     workers.start("hold_subscription_until_killed", store_url, "mailer", "host:doomed:t", held)
@@ -319,8 +326,8 @@ def test_a_killed_holders_lease_is_taken_over_by_another_process_within_two_seco
 
     assert lease is not None, "the dead process's lease was never freed"
     assert took < 2.0, took
-    info = subs.get("mailer")
-    assert info is not None and info.runner == "host:main:t"
+    info = info_of(subs, "mailer")
+    assert info.runner == "host:main:t"
 
 
 # -- fencing --------------------------------------------------------------------------------------
@@ -342,8 +349,8 @@ def assert_fenced(subs: SubscriptionStore, lease: Lease, backend: str, write: st
     for other in FENCED_WRITES.values():
         with pytest.raises(LeaseLostError):
             other(subs, lease, backend)  # refused at once: the lease knows it is lost now
-    info = subs.get(lease.name)
-    assert info is not None and (info.position, info.state, info.error) == (position, "active", None)
+    info = info_of(subs, lease.name)
+    assert (info.position, info.state, info.error) == (position, "active", None)
     assert subs.parked(lease.name) == []
     assert projected(subs) == []
     assert not lease.alive()
@@ -359,8 +366,8 @@ def test_reset_ends_the_holders_lease_whose_writes_then_store_nothing(
 
     subs.reset("mailer", 2)
 
-    info = subs.get("mailer")
-    assert info is not None and (info.position, info.runner) == (2, None)
+    info = info_of(subs, "mailer")
+    assert (info.position, info.runner) == (2, None)
     assert_fenced(subs, lease, backend, write, 2)
     assert subs.try_lease("mailer", "host:1:new") is None  # until the old holder lets go
     lease.release()
@@ -395,9 +402,7 @@ def terminate_lease_session(store_url: str, name: str) -> None:
 def test_after_a_takeover_the_old_leases_writes_raise_lease_lost_and_store_nothing(
     backend: str, store: EventStore, store_url: str, write: str
 ) -> None:
-    require_durable(backend)
-    subs = store.subscription_store()
-    subs.register("mailer", "reactor", start_position=0)
+    subs = durable_mailer(backend, store)
     lease = lease_of(subs, "mailer", "host:main:old")
     subs.advance(lease, 4)
     # The old holder loses its lock without knowing it: SQLite drops a process's fcntl locks
@@ -411,8 +416,8 @@ def test_after_a_takeover_the_old_leases_writes_raise_lease_lost_and_store_nothi
     workers.start("take_over_subscription", store_url, "mailer", "host:other:new", taken, done)
     try:
         workers.wait_for(taken, "the other process did not take the lease over")
-        info = subs.get("mailer")
-        assert info is not None and info.runner == "host:other:new"
+        info = info_of(subs, "mailer")
+        assert info.runner == "host:other:new"
         assert_fenced(subs, lease, backend, write, 4)
     finally:
         done.set()
@@ -443,8 +448,8 @@ def test_a_terminated_lease_session_is_not_alive_and_another_runner_takes_over(
     with pytest.raises(LeaseLostError):
         subs.advance(lease, 50)
     other.advance(successor, 3)
-    info = other.get("mailer")
-    assert info is not None and (info.position, info.runner) == (3, "host:2:new")
+    info = info_of(other, "mailer")
+    assert (info.position, info.runner) == (3, "host:2:new")
 
 
 # -- parking --------------------------------------------------------------------------------------
@@ -458,8 +463,8 @@ def test_park_advances_past_the_event_and_lists_it(subs: SubscriptionStore) -> N
     subs.park(lease, "e5", 5, "Traceback: smtp down", 5)
     subs.park(lease, "e4", 4, "Traceback: bad address", 2)  # a retried older event
 
-    info = subs.get("mailer")
-    assert info is not None and info.position == 5
+    info = info_of(subs, "mailer")
+    assert info.position == 5
     parked = subs.parked("mailer")
     assert [(p.event_id, p.sequence_num, p.error, p.attempts) for p in parked] == [
         ("e4", 4, "Traceback: bad address", 2),
@@ -499,8 +504,8 @@ def test_request_retry_marks_parked_events_and_unpark_removes_one(subs: Subscrip
     subs.unpark(lease, "e1")
 
     assert [p.event_id for p in subs.parked("mailer")] == ["e2"]
-    info = subs.get("mailer")
-    assert info is not None and info.position == 2
+    info = info_of(subs, "mailer")
+    assert info.position == 2
 
 
 def test_reset_moves_the_position_sets_active_and_drops_parked_events(subs: SubscriptionStore) -> None:
@@ -534,8 +539,8 @@ def test_a_runners_set_state_is_fenced_by_its_lease(subs: SubscriptionStore) -> 
     assert failed is not None and (failed.state, failed.error) == ("failed", "Traceback: bad row")
     with pytest.raises(LeaseLostError):
         subs.set_state("songs", "failed", "late", lease=lease)
-    info = subs.get("songs")
-    assert info is not None and (info.state, info.error) == ("active", None)
+    info = info_of(subs, "songs")
+    assert (info.state, info.error) == ("active", None)
 
 
 # -- projections ----------------------------------------------------------------------------------
@@ -551,8 +556,8 @@ def test_a_projection_transaction_commits_the_rows_and_the_position_together(
     project(subs, lease, backend, [3], 3)
 
     assert projected(subs) == [1, 2, 3]
-    info = subs.get("songs")
-    assert info is not None and (info.position, info.version) == (3, 1)
+    info = info_of(subs, "songs")
+    assert (info.position, info.version) == (3, 1)
 
 
 def test_an_exception_in_a_projection_transaction_rolls_back_the_rows_and_the_position(
@@ -570,8 +575,8 @@ def test_an_exception_in_a_projection_transaction_rolls_back_the_rows_and_the_po
             raise RuntimeError("handler failed")
 
     assert projected(subs) == [1]
-    info = subs.get("songs")
-    assert info is not None and info.position == 1
+    info = info_of(subs, "songs")
+    assert info.position == 1
     project(subs, lease, backend, [2], 2)  # the lease and the connection are fine afterwards
     assert projected(subs) == [1, 2]
 
@@ -588,8 +593,8 @@ def test_a_rebuild_commits_the_cleared_table_the_position_and_the_version_togeth
         tx.advance(0, version=2)
 
     assert projected(subs) == []
-    info = subs.get("songs")
-    assert info is not None and (info.position, info.version) == (0, 2)
+    info = info_of(subs, "songs")
+    assert (info.position, info.version) == (0, 2)
 
 
 def test_a_projection_transaction_of_a_reset_lease_commits_nothing(
@@ -603,8 +608,8 @@ def test_a_projection_transaction_of_a_reset_lease_commits_nothing(
         project(subs, lease, backend, [1, 2], 2)
 
     assert projected(subs) == []
-    info = subs.get("songs")
-    assert info is not None and info.position == 0
+    info = info_of(subs, "songs")
+    assert info.position == 0
 
 
 def test_the_projection_reader_sees_only_committed_batches(
@@ -650,8 +655,8 @@ def test_subscription_writes_and_appends_interleave_without_errors_or_gaps(
 
     assert positions(store.read()) == list(range(1, 41))
     assert len(subs.parked("mailer")) == 20
-    info = subs.get("mailer")
-    assert info is not None and info.position == 19
+    info = info_of(subs, "mailer")
+    assert info.position == 19
 
 
 def test_the_subscription_tables_are_created_in_a_store_made_before_them(
@@ -668,8 +673,8 @@ def test_the_subscription_tables_are_created_in_a_store_made_before_them(
     subs = reopened.subscription_store()
     subs.register("mailer", "reactor", start_position=reopened.last_sequence_num())
 
-    info = subs.get("mailer")
-    assert info is not None and info.position == 1
+    info = info_of(subs, "mailer")
+    assert info.position == 1
     with raw_connection(backend, store_url) as execute:
         assert execute("SELECT version FROM shimmie_schema_version") == [(current_schema_version(backend),)]
 
@@ -760,8 +765,8 @@ def test_a_forked_child_holds_none_of_its_parents_leases(
     assert seen == {"alive": False, "advanced": "refused", "taken": False}
     assert lease.alive()
     subs.advance(lease, 2)
-    info = subs.get("mailer")
-    assert info is not None and (info.position, info.runner) == (2, "host:parent:t")
+    info = info_of(subs, "mailer")
+    assert (info.position, info.runner) == (2, "host:parent:t")
     if backend != "memory":
         assert open_store().subscription_store().try_lease("mailer", "host:other:t") is None
 
