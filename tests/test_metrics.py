@@ -43,7 +43,7 @@ from flask_shimmie import (  # noqa: E402
 from flask_shimmie.metrics import APPEND_BUCKETS, LocalMetrics  # noqa: E402
 from tests.backends import fresh_store_url, require_backend  # noqa: E402
 from tests.helpers import append_raw  # noqa: E402
-from tests.serving import GunicornServer, Reply, request, serving  # noqa: E402
+from tests.serving import GunicornServer, Reply, child_env, request, serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -386,9 +386,7 @@ def test_prometheus_client_is_not_imported_when_metrics_are_off() -> None:
         print(sorted(n for n in sys.modules if n.startswith("prometheus_client")))
         """
     )
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    )
+    env = child_env({})
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -532,8 +530,7 @@ def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tm
         os.waitpid(child, 0)
         """
     )
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -576,8 +573,7 @@ def test_a_scrape_leaves_out_a_file_another_worker_is_creating(tmp_path: Path) -
         print(reply.get_data(as_text=True))
         """
     )
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -22,7 +22,6 @@ never sees. The default run is bounded (about a minute on a busy 2-core machine)
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ import pytest
 
 from tests.helpers import slow_runs_enabled
 from tests.openapi_fuzz_support import AUDIT_LOG_ENV, Audited, read_audit
-from tests.serving import REPO_ROOT, GunicornServer, stored_events
+from tests.serving import GunicornServer, child_env, stored_events
 
 pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e '.[test]')")
 pytest.importorskip("apispec", reason="apispec is not installed (pip install -e '.[test]')")
@@ -102,9 +101,7 @@ def schemathesis(server: GunicornServer, run: Run, workdir: Path, seed: int | No
         command += ["--header", f"Authorization: Bearer {run.token}"]
     if run.only_admin:
         command += ["--include-path-regex", "^/admin/"]
-    env = dict(os.environ)
-    env["SCHEMATHESIS_HOOKS"] = "tests.openapi_fuzz_hooks"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = child_env({"SCHEMATHESIS_HOOKS": "tests.openapi_fuzz_hooks"})
     result = subprocess.run(
         command,
         cwd=workdir,

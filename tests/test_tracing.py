@@ -8,7 +8,6 @@ no ``opentelemetry`` at all.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ from opentelemetry.trace import StatusCode, Tracer  # noqa: E402
 from flask_shimmie import NO_STREAM, NewEvent, ShimmieStack, StreamVersionError, tracing  # noqa: E402
 from flask_shimmie.storage.interface import REPLAY_CHUNK_SIZE  # noqa: E402
 from tests.backends import fresh_store_url  # noqa: E402
+from tests.serving import child_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,9 +260,7 @@ def _run(script: str, *, block_opentelemetry: bool = False) -> str:
     if block_opentelemetry:
         # None in sys.modules makes every import of the package fail, as if it were not installed.
         prelude += "sys.modules['opentelemetry'] = None\n"
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    )
+    env = child_env({})
     env.pop("OTEL_PYTHON_TRACER_PROVIDER", None)
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)],
