@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
 from flask_shimmie.errors import ConfigurationError, StoreUnavailableError
 from flask_shimmie.storage import event_store_from_url, pii_store_from_url
-from tests.backends import BACKEND_MODULES, postgres_base_url, require_backend, require_modules
+from tests.backends import BACKEND_MODULES, postgres_base_url, require_backend, require_modules, with_query
 
 BAD_URLS = [
     pytest.param("mysql://user@localhost/db", None, id="unknown-scheme"),
@@ -103,3 +104,24 @@ def test_describe_leaves_the_password_out() -> None:
     for described in (event_store_from_url(url).describe(), pii_store_from_url(url).describe()):
         assert "s3cret-pw" not in described, described
         assert "db.example.com:5433/songs" in described, described
+
+
+@pytest.mark.postgres
+def test_libpq_parameters_in_the_url_reach_the_server_as_written() -> None:
+    # libpq reads %20 as a space and keeps + as it is: a space used to arrive as "+" (so that
+    # options=-c%20search_path%3Dx failed to connect), and a + as a space.
+    require_backend("postgresql")
+    import psycopg
+
+    tag = uuid.uuid4().hex[:8]
+    store = event_store_from_url(with_query(postgres_base_url(), application_name=f"shimmie+test%20{tag}"))
+    store.open()
+    try:
+        store.last_sequence_num()  # a pooled session is open
+        with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+            names = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s", (f"%{tag}",)
+            ).fetchall()
+        assert names and {name for (name,) in names} == {f"shimmie+test {tag}"}, names
+    finally:
+        store.close()

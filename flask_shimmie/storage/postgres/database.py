@@ -26,7 +26,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -231,7 +231,7 @@ class PostgresDatabase:
             )
         params: dict[str, str] = {}
         rest: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        for name, value in _query_pairs(parts.query):
             if name in ("schema", "pool_min_size", "pool_max_size"):
                 if name in params:
                     raise ConfigurationError(f"{key} = {self.safe_url}: {name} is given twice.")
@@ -250,7 +250,7 @@ class PostgresDatabase:
                 f"{key} = {self.safe_url}: pool_max_size={self.pool_max_size} is smaller than "
                 f"pool_min_size={self.pool_min_size}."
             )
-        self.conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+        self.conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, _query_string(rest), ""))
         try:
             given = psycopg.conninfo.conninfo_to_dict(self.conninfo)
         except psycopg.Error as error:
@@ -618,5 +618,15 @@ def _without_password(url: str) -> str:
     parts = urlsplit(url)
     userinfo, at, hostport = parts.netloc.rpartition("@")
     netloc = f"{userinfo.partition(':')[0]}@{hostport}" if at else hostport
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+    query = [(k, v) for k, v in _query_pairs(parts.query) if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, _query_string(query), parts.fragment))
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """A PostgreSQL URL's parameters, decoded as libpq does: ``%20`` is a space, ``+`` is a plus."""
+    return parse_qsl(query.replace("+", "%2B"), keep_blank_values=True)
+
+
+def _query_string(pairs: list[tuple[str, str]]) -> str:
+    """``pairs`` as a URL query libpq reads back the same: spaces as ``%20`` (it keeps ``+`` as is)."""
+    return urlencode(pairs, quote_via=quote)
