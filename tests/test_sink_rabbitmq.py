@@ -171,6 +171,21 @@ def test_a_routing_key_longer_than_amqp_carries_is_refused_for_good_before_sendi
     assert place.drain() == []  # nothing of the batch was sent
 
 
+def test_a_message_over_the_brokers_size_limit_is_refused_for_good_and_the_sink_goes_on(place: Place) -> None:
+    events = make_events(3)
+    # RabbitMQ's default max_message_size is 128 MiB: the broker closes the channel over it.
+    huge = Event(
+        2, "song-2", 1, str(uuid.uuid4()), "CREATED", {"blob": "x" * (128 << 20)}, {}, events[0].recorded_at
+    )
+    with place.sink() as sink:
+        with pytest.raises(SinkError, match="larger than") as raised:
+            sink.publish([events[0], huge, events[2]])
+        assert raised.value.event is huge and raised.value.refused
+        assert [m.message_id for m in place.drain()] == [events[0].event_id]  # the one after was not sent
+        sink.publish(events[2:])  # a new channel
+    assert [m.message_id for m in place.drain()] == [events[2].event_id]
+
+
 def test_the_exchange_must_exist_unless_a_type_is_given(place: Place) -> None:
     missing = f"{place.exchange}-missing"
     with place.sink(exchange=missing) as sink:

@@ -13,6 +13,10 @@ and never changes it, since an exchange is shared infrastructure; with
 ``exchange_type="topic"`` (or another type) it declares it durable when
 missing. The default exchange (``""``) always exists and routes by queue name.
 
+A message larger than the broker's ``max_message_size`` is refused for good
+(``SinkError.refused``): the broker closes the channel over it, and the next
+publish opens another.
+
 RabbitMQ does not deduplicate: ``message_id`` is the ``event_id``, and a
 consumer that must see each event once drops a ``message_id`` it has already
 handled (a batch is published again, whole or in part, after a failure).
@@ -47,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: The longest routing key AMQP carries (bytes of UTF-8).
 MAX_ROUTING_KEY = 255
+#: The AMQP reply code of a broker that will never take a message as it is (RabbitMQ: larger
+#: than its ``max_message_size``, 128 MiB by default).
+PRECONDITION_FAILED = 406
 
 
 @dataclass
@@ -142,6 +149,16 @@ class RabbitMqSink(Sink):
                 except errors.NackError as error:
                     raise SinkError(
                         f"RabbitMQ refused event {event.sequence_num} ({event.event_id}) on {key!r}.", event
+                    ) from error
+                except errors.ChannelClosedByBroker as error:
+                    # The broker closes the channel on a message it will never take (406: larger
+                    # than its max_message_size); a later publish opens a new one.
+                    self._drop(held)
+                    raise SinkError(
+                        f"RabbitMQ refused event {event.sequence_num} ({event.event_id}) on {key!r}: "
+                        f"{describe(error)}",
+                        event,
+                        refused=error.reply_code == PRECONDITION_FAILED,
                     ) from error
                 except Exception as error:
                     self._drop(held)
