@@ -56,7 +56,9 @@ async def _read_stream(url: str, stream: str) -> list[Stored]:
             message = await jetstream.get_msg(stream, seq)
             found.append(
                 Stored(
-                    message.subject, (message.headers or {}).get("Nats-Msg-Id", ""), json.loads(message.data)
+                    message.subject or "",
+                    (message.headers or {}).get("Nats-Msg-Id", ""),
+                    json.loads(message.data or b"null"),
                 )
             )
         return found

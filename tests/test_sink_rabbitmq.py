@@ -69,7 +69,7 @@ class Place:
     def drain(self) -> list[Delivered]:
         """Every message in the queue, in order (they are removed)."""
         channel = self.channel()
-        found = []
+        found: list[Delivered] = []
         try:
             while True:
                 method, properties, body = channel.basic_get(self.queue, auto_ack=True)
