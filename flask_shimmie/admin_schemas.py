@@ -44,18 +44,25 @@ class EventView(Schema):
 
 
 class EventsQuery(Schema):
-    """``GET /events``: a page of the store, optionally of one stream or one event name."""
+    """``GET /events``: a page of the store, optionally of one stream or one event name.
+
+    An empty value (``?after=&limit=``) is the default, as the view reads it.
+    """
 
     after = fields.Integer(
         validate=validate.Range(min=0),
-        metadata={"description": "Events after this position (default 0)."},
+        metadata={"description": "Events after this position (default 0).", "allowEmptyValue": True},
     )
     limit = fields.Integer(
         validate=validate.Range(min=1, max=MAX_LIMIT),
-        metadata={"description": f"At most this many ({DEFAULT_LIMIT} by default)."},
+        metadata={"description": f"At most this many ({DEFAULT_LIMIT} by default).", "allowEmptyValue": True},
     )
-    stream = fields.String(validate=NAME, metadata={"description": "Only this stream's events."})
-    type = fields.String(validate=NAME, metadata={"description": "Only events of this name."})
+    stream = fields.String(
+        validate=NAME, metadata={"description": "Only this stream's events.", "allowEmptyValue": True}
+    )
+    type = fields.String(
+        validate=NAME, metadata={"description": "Only events of this name.", "allowEmptyValue": True}
+    )
 
 
 class EventsPage(Schema):

@@ -118,6 +118,11 @@ def test_events_pages_and_filters(client: FlaskClient) -> None:
     assert [e["data"]["n"] for e in by_type] == [3]
 
 
+def test_empty_paging_and_filter_values_are_the_defaults(client: FlaskClient) -> None:
+    page = client.get("/admin/events?after=&limit=&stream=&type=", headers=ADMIN).get_json()
+    assert [e["sequence_num"] for e in page["events"]] == [1, 2, 3, 4, 5] and page["next_after"] is None
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "after=-1", "after=1.5"])
 def test_events_bad_paging_is_400(client: FlaskClient, query: str) -> None:
     response = client.get(f"/admin/events?{query}", headers=ADMIN)

@@ -347,6 +347,14 @@ def test_the_admin_api_is_described_when_mounted_and_only_then() -> None:
     events = resolve(described, operation(described, "/admin/events", "get")["responses"]["200"])
     page = resolve(described, events["content"]["application/json"]["schema"])
     assert set(page["required"]) == {"events", "next_after"}
+    # An empty ?after=&limit=&stream=&type= is the default, and the document says so.
+    query = operation(described, "/admin/events", "get")["parameters"]
+    assert {p["name"]: p.get("allowEmptyValue") for p in query if p.get("in") == "query"} == {
+        "after": True,
+        "limit": True,
+        "stream": True,
+        "type": True,
+    }
     assert resolve(described, operation(described, "/admin/health", "get")["responses"]["503"])["content"]
     without = build({"SHIMMIE_ADMIN_URL": None}).test_client().get("/openapi.json").get_json()
     assert not any(path.startswith("/admin") for path in without["paths"])
