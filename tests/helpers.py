@@ -53,6 +53,17 @@ def slow_runs_enabled(config: pytest.Config | None = None) -> bool:
     return config is not None and bool(config.getoption("--run-slow", default=False))
 
 
+def require_server(name: str) -> None:
+    """Skip a test that runs example_songs under granian when granian does not import.
+
+    ``name`` is a key of :data:`tests.serving.SERVERS`; gunicorn is a test requirement.
+    """
+    if name == "granian":
+        pytest.importorskip(
+            "granian", reason='granian, the recommended server, is not installed (pip install -e ".[serve]")'
+        )
+
+
 #: The demo token the example's tests act with (editor and admin).
 SONGS_TOKEN = "admin-token"
 

@@ -1,11 +1,14 @@
-"""Process-level test harness: example_songs under gunicorn, and a small HTTP client for it.
+"""Process-level test harness: example_songs under gunicorn or granian, and a small HTTP client for it.
 
 :class:`GunicornServer` runs ``python -m gunicorn <app> -b 127.0.0.1:<port> -w N`` (optionally
-``-k gthread --threads T`` and ``--preload``) with ``FLASK_SHIMMIE_EVENT_STORE=<url>`` in its
-environment, in a process group of its own, so that :meth:`GunicornServer.kill` can SIGKILL the
-master and every worker at once. :meth:`~GunicornServer.stop` sends SIGTERM, then SIGKILL, and
-always waits until no process of the group is left; :meth:`~GunicornServer.start` may be called
-again after either, and serves on the same port (gunicorn sets ``SO_REUSEADDR``).
+``-k gthread --threads T`` and ``--preload``); :class:`GranianServer` runs the recommended server,
+granian as :func:`example_songs.serve.build_server` makes it (``python -m tests.serve_granian``).
+Both share :class:`SongsServer`: the server runs with ``FLASK_SHIMMIE_EVENT_STORE=<url>`` in its
+environment, in a process group of its own, so that :meth:`SongsServer.kill` can SIGKILL the
+master and every worker at once. :meth:`~SongsServer.stop` sends SIGTERM, then SIGKILL, and
+always waits until no process of the group is left; :meth:`~SongsServer.start` may be called
+again after either, and serves on the same port (both servers set ``SO_REUSEADDR``).
+:data:`SERVERS` names both, for tests that run under each.
 
 The default app is :func:`songs_app`: ``example_songs.create_app()`` behind a WSGI middleware that
 only adds ``X-Served-By: <worker pid>`` to every response, so that a test can tell which worker
@@ -15,8 +18,7 @@ answered (nothing else of the app changes).
 opening a new one per request (``keep_alive=False``; a new connection per request is what lets
 the kernel spread requests over the workers). Everything listens and connects on 127.0.0.1 only.
 
-This module is imported by the gunicorn workers too (for :func:`songs_app`): it must not import
-pytest.
+This module is imported by the server workers too (for :func:`songs_app`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar, TypeVar
 
 from tests.helpers import SONGS_TOKEN
 from tests.helpers import songs_app as authenticated_songs_app
@@ -43,6 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 #: What gunicorn loads unless told otherwise: example_songs with the X-Served-By header.
 DEFAULT_APP = "tests.serving:songs_app()"
+#: What granian's workers call (an app factory) unless told otherwise: the same app.
+GRANIAN_TARGET = "tests.serving:songs_app"
 SERVED_BY_HEADER = "X-Served-By"
 #: The fields of a song that every view of it shares (``GET /v1/songs`` entries).
 SONG_FIELDS = ("id", "title", "artist", "year", "version")
@@ -50,7 +54,7 @@ SONG_FIELDS = ("id", "title", "artist", "year", "version")
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 
-# -- the app gunicorn loads ---------------------------------------------------
+# -- the app the servers load ------------------------------------------------------
 
 
 def songs_app() -> Any:
@@ -207,9 +211,17 @@ class ServerError(RuntimeError):
     """The server did not start, did not answer, or did not go away; the message has its log."""
 
 
+_Server = TypeVar("_Server", bound="SongsServer")
+
+
 @dataclass
-class GunicornServer:
-    """example_songs under gunicorn on ``127.0.0.1:<port>``, in a process group of its own.
+class SongsServer:
+    """example_songs under a WSGI server on ``127.0.0.1:<port>``, in a process group of its own.
+
+    The common part of :class:`GunicornServer` and :class:`GranianServer`: a master process whose
+    children are the workers, started with ``FLASK_SHIMMIE_EVENT_STORE=<store_url>`` and ``env``
+    (see :func:`child_env`), its output appended to ``log_path``. Subclasses give the command line
+    (:meth:`command`) and what else its environment needs (:meth:`server_env`).
 
     Use it as a context manager (or call :meth:`stop` in a ``finally``): the group is always
     terminated, however the test ends.
@@ -218,47 +230,37 @@ class GunicornServer:
     store_url: str
     log_path: Path
     workers: int = 2
-    worker_class: str = "sync"
-    threads: int = 1
-    preload: bool = False
-    app: str = DEFAULT_APP
     port: int = field(default_factory=free_port)
     env: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     #: How many times the server was started (restarts included).
     starts: int = 0
+    #: The server's name, in messages.
+    kind: ClassVar[str] = "server"
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     def command(self) -> list[str]:
-        """The gunicorn command line."""
-        command = [sys.executable, "-m", "gunicorn", self.app, "-b", f"{HOST}:{self.port}"]
-        command += ["-w", str(self.workers), "-k", self.worker_class]
-        if self.worker_class == "gthread":
-            command += ["--threads", str(self.threads)]
-        if self.preload:
-            command.append("--preload")
-        # A worker that hangs is a failure the test should see, not one gunicorn hides by a restart
-        # within the test's time; graceful shutdown is kept short.
-        command += ["--timeout", "60", "--graceful-timeout", "3", "--log-level", "info"]
-        if _gunicorn_has_control_socket():
-            # gunicorn >= 24 opens a control socket at one fixed path per user; servers run at the
-            # same time (tests in parallel, restarts) would fight over it.
-            command.append("--no-control-socket")
-        return command
+        """The server's command line."""
+        raise NotImplementedError
+
+    def server_env(self) -> dict[str, str]:
+        """Environment the command needs beyond the store URL and ``env``."""
+        return {}
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start gunicorn and wait (at most ``timeout`` s) until every worker runs and one answers."""
+        """Start the server and wait (at most ``timeout`` s) until every worker runs and one answers."""
         if self.process is not None and self.process.poll() is None:
-            raise ServerError("the server is already running")
-        env = child_env({**self.env, "FLASK_SHIMMIE_EVENT_STORE": self.store_url})
+            raise ServerError(f"the {self.kind} server is already running")
+        env = child_env({**self.server_env(), **self.env, "FLASK_SHIMMIE_EVENT_STORE": self.store_url})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = self.command()
         with self.log_path.open("ab") as log:
-            log.write(f"\n=== start {self.starts + 1}: {' '.join(self.command())}\n".encode())
+            log.write(f"\n=== start {self.starts + 1}: {' '.join(command)}\n".encode())
             log.flush()
-            self.process = start_logged(self.command(), env, log)
+            self.process = start_logged(command, env, log)
         self.starts += 1
         try:
             self.wait_ready(timeout)
@@ -267,7 +269,7 @@ class GunicornServer:
             raise
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait until gunicorn has all its workers and answers ``GET /v1/songs`` with 200.
+        """Wait until the master has all its workers and one answers ``GET /v1/songs`` with 200.
 
         With :func:`songs_app` (whose answers name the worker), wait until every worker answered:
         a worker still importing the app accepts nothing, and its first request starts its stack.
@@ -280,7 +282,7 @@ class GunicornServer:
             if len(workers) >= self.workers:
                 try:
                     reply = request(self.base_url, "GET", "/v1/songs", timeout=min(5.0, timeout))
-                except OSError as error:
+                except (OSError, http.client.HTTPException) as error:
                     last_problem = f"{type(error).__name__}: {error}"
                 else:
                     if reply.status != 200:
@@ -293,7 +295,7 @@ class GunicornServer:
                             return
             time.sleep(0.05)
         raise ServerError(
-            f"the server did not get ready within {timeout}s ({last_problem})\n{self.log_tail()}"
+            f"the {self.kind} server did not get ready within {timeout}s ({last_problem})\n{self.log_tail()}"
         )
 
     def _every_worker_answers(self, workers: set[int], deadline: float) -> str:
@@ -317,7 +319,7 @@ class GunicornServer:
     def _check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
             code = None if self.process is None else self.process.returncode
-            raise ServerError(f"gunicorn is not running (exit code {code})\n{self.log_tail()}")
+            raise ServerError(f"{self.kind} is not running (exit code {code})\n{self.log_tail()}")
 
     @property
     def pid(self) -> int:
@@ -342,7 +344,7 @@ class GunicornServer:
                 return pids
             time.sleep(0.05)
         raise ServerError(
-            f"gunicorn did not have {self.workers} workers within {timeout}s\n{self.log_tail()}"
+            f"{self.kind} did not have {self.workers} workers within {timeout}s\n{self.log_tail()}"
         )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -385,19 +387,98 @@ class GunicornServer:
         self.start(timeout)
 
     def log_tail(self, lines: int = 60) -> str:
-        """The end of gunicorn's log (both streams), for failure messages."""
+        """The end of the server's log (both streams), for failure messages."""
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-        return "--- gunicorn log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
+        return f"--- {self.kind} log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> GunicornServer:
+    def __enter__(self: _Server) -> _Server:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class GunicornServer(SongsServer):
+    """example_songs under gunicorn: ``python -m gunicorn <app> -b 127.0.0.1:<port> -w N ...``.
+
+    ``config`` runs ``gunicorn -c <config>`` instead, with ``SONGS_BIND`` and ``SONGS_WORKERS`` in
+    the environment (``example_songs/gunicorn.conf.py`` reads them) and nothing else on the
+    command line but ``--no-control-socket``.
+    """
+
+    worker_class: str = "sync"
+    threads: int = 1
+    preload: bool = False
+    app: str = DEFAULT_APP
+    config: str | None = None
+    kind: ClassVar[str] = "gunicorn"
+
+    def command(self) -> list[str]:
+        """The gunicorn command line."""
+        command = [sys.executable, "-m", "gunicorn"]
+        if self.config is not None:
+            command += ["-c", self.config]
+        else:
+            command += [self.app, "-b", f"{HOST}:{self.port}"]
+            command += ["-w", str(self.workers), "-k", self.worker_class]
+            if self.worker_class == "gthread":
+                command += ["--threads", str(self.threads)]
+            if self.preload:
+                command.append("--preload")
+            # A worker that hangs is a failure the test should see, not one gunicorn hides by a
+            # restart within the test's time; graceful shutdown is kept short.
+            command += ["--timeout", "60", "--graceful-timeout", "3", "--log-level", "info"]
+        if _gunicorn_has_control_socket():
+            # gunicorn >= 24 opens a control socket at one fixed path per user; servers run at the
+            # same time (tests in parallel, restarts) would fight over it.
+            command.append("--no-control-socket")
+        return command
+
+    def server_env(self) -> dict[str, str]:
+        """``SONGS_BIND`` and ``SONGS_WORKERS`` for a ``config`` file."""
+        if self.config is None:
+            return {}
+        return {"SONGS_BIND": f"{HOST}:{self.port}", "SONGS_WORKERS": str(self.workers)}
+
+
+@dataclass
+class GranianServer(SongsServer):
+    """example_songs under granian, the recommended server, as :mod:`example_songs.serve` builds it.
+
+    With ``target`` left at :data:`GRANIAN_TARGET` (:func:`songs_app`, whose answers name the
+    worker) it runs ``python -m tests.serve_granian``; with example_songs' own app factory
+    (:data:`example_songs.serve.TARGET`) exactly the deployment, ``python -m example_songs.serve``.
+    Either reads ``SONGS_BIND``, ``SONGS_WORKERS`` and ``SONGS_HEADER_TIMEOUT``.
+    """
+
+    header_timeout: float = 5.0
+    target: str = GRANIAN_TARGET
+    kind: ClassVar[str] = "granian"
+
+    def command(self) -> list[str]:
+        """``python -m example_songs.serve`` for its own target, else ``python -m tests.serve_granian``."""
+        from example_songs.serve import TARGET
+
+        launcher = "example_songs.serve" if self.target == TARGET else "tests.serve_granian"
+        return [sys.executable, "-m", launcher]
+
+    def server_env(self) -> dict[str, str]:
+        """The ``SONGS_*`` settings."""
+        return {
+            "SONGS_BIND": f"{HOST}:{self.port}",
+            "SONGS_WORKERS": str(self.workers),
+            "SONGS_HEADER_TIMEOUT": str(self.header_timeout),
+            "SONGS_TARGET": self.target,
+        }
+
+
+#: The servers the process-level tests run example_songs under, by name (the test ids).
+SERVERS: dict[str, type[SongsServer]] = {"gunicorn": GunicornServer, "granian": GranianServer}
 
 
 @contextmanager

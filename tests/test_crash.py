@@ -1,9 +1,10 @@
-"""Crash safety (issue 8): SIGKILL the whole gunicorn (master and workers) under write load.
+"""Crash safety (issue 8): SIGKILL the whole server (master and workers) under write load.
 
-example_songs runs under gunicorn (2 sync workers) on SQLite and on PostgreSQL while client
-threads POST songs with ``submitted_by`` PII. At random moments, once some writes went through
-since the last start, the whole process group gets SIGKILL; gunicorn is started again on the same
-store and port, and the writers carry on. Afterwards:
+example_songs runs under gunicorn (2 sync workers) and under granian, the recommended server (2
+workers, :class:`tests.serving.GranianServer`), on SQLite and on PostgreSQL while client threads
+POST songs with ``submitted_by`` PII. At random moments, once some writes went through since the
+last start, the whole process group gets SIGKILL; the server is started again on the same store
+and port, and the writers carry on. Afterwards:
 
 - every write answered ``201`` with a ``Location`` is stored exactly once, under that id;
 - nothing is stored twice or that no client sent; positions are exactly 1..N;
@@ -12,7 +13,7 @@ store and port, and the writers carry on. Afterwards:
 - every worker of the restarted server answers ``GET /v1/songs`` (with ``X-Seq-Num-Min: N``)
   exactly as a fresh ``create_app`` on the store does after its startup replay.
 
-The default run kills 3 times per backend. The long run (20 kills per backend) is marked
+The default run kills 3 times per backend and server. The long run (20 kills each) is marked
 ``slow``: it runs only with ``SHIMMIE_RUN_SLOW=1`` in the environment (or ``--run-slow``, where a
 conftest defines that option). ``SHIMMIE_CRASH_SEED`` replays a run's random kill moments.
 """
@@ -33,10 +34,11 @@ from typing import Any
 import pytest
 
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, require_backend
-from tests.helpers import slow_runs_enabled
+from tests.helpers import require_server, slow_runs_enabled
 from tests.serving import (
+    SERVERS,
     ClientThreads,
-    GunicornServer,
+    SongsServer,
     every_worker_lists,
     raw_pii_rows,
     replayed_pages,
@@ -121,7 +123,7 @@ class Writers(ClientThreads):
                     log.unexpected.append(reply.describe())
 
 
-def wait_for_progress(server: GunicornServer, log: WriteLog, target: int) -> None:
+def wait_for_progress(server: SongsServer, log: WriteLog, target: int) -> None:
     deadline = time.monotonic() + PROGRESS_TIMEOUT
     while log.acked_count() < target:
         if time.monotonic() > deadline:
@@ -133,7 +135,7 @@ def wait_for_progress(server: GunicornServer, log: WriteLog, target: int) -> Non
         time.sleep(0.01)
 
 
-def check_after_crashes(server: GunicornServer, store_url: str, log: WriteLog, seed: int) -> int:
+def check_after_crashes(server: SongsServer, store_url: str, log: WriteLog, seed: int) -> int:
     """The checks of the module docstring; returns the number of stored events."""
     where = f"(seed {seed})"
     assert not log.unexpected, f"answers other than 201 {where}: {log.unexpected[:5]}"
@@ -174,13 +176,14 @@ def check_after_crashes(server: GunicornServer, store_url: str, log: WriteLog, s
     return len(events)
 
 
-def run_crash_cycles(backend: str, tmp_path: Path, kills: int) -> None:
+def run_crash_cycles(backend: str, server_name: str, tmp_path: Path, kills: int) -> None:
     require_backend(backend)
+    require_server(server_name)
     seed = int(os.environ.get("SHIMMIE_CRASH_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     started = time.monotonic()
     with fresh_store_url(backend, tmp_path, "songs") as store_url:
-        server = GunicornServer(store_url, tmp_path / "gunicorn.log", workers=2)
+        server = SERVERS[server_name](store_url, tmp_path / f"{server_name}.log", workers=2)
         writers: Writers | None = None
         try:
             server.start()
@@ -204,23 +207,30 @@ def run_crash_cycles(backend: str, tmp_path: Path, kills: int) -> None:
     log = writers.log
     elapsed = time.monotonic() - started
     print(
-        f"\n[crash {backend}] {kills} SIGKILLs in {elapsed:.1f}s (seed {seed}): {len(log.acked)} writes "
+        f"\n[crash {backend} {server_name}] {kills} SIGKILLs in {elapsed:.1f}s (seed {seed}): "
+        f"{len(log.acked)} writes "
         f"acknowledged, {len(log.unanswered)} unanswered, {log.refused} refused while down, {stored} stored; "
         f"{len(log.acked) / max(elapsed - downtime, 0.001):.0f} acknowledged writes/s while up; "
         f"mean kill+restart {downtime / max(kills, 1):.2f}s"
     )
 
 
+@pytest.mark.parametrize("server_name", SERVERS)
 @pytest.mark.parametrize("backend", DURABLE_BACKENDS)
-def test_sigkill_under_write_load_loses_no_acknowledged_write(backend: str, tmp_path: Path) -> None:
-    """3 SIGKILLs of the whole gunicorn under write load (the default run)."""
-    run_crash_cycles(backend, tmp_path, kills=3)
+def test_sigkill_under_write_load_loses_no_acknowledged_write(
+    backend: str, server_name: str, tmp_path: Path
+) -> None:
+    """3 SIGKILLs of the whole server under write load (the default run)."""
+    run_crash_cycles(backend, server_name, tmp_path, kills=3)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("server_name", SERVERS)
 @pytest.mark.parametrize("backend", DURABLE_BACKENDS)
-def test_many_sigkills_under_write_load(backend: str, tmp_path: Path, pytestconfig: pytest.Config) -> None:
-    """20 SIGKILLs per backend; only with ``SHIMMIE_RUN_SLOW=1`` (or ``--run-slow``)."""
+def test_many_sigkills_under_write_load(
+    backend: str, server_name: str, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    """20 SIGKILLs per backend and server; only with ``SHIMMIE_RUN_SLOW=1`` (or ``--run-slow``)."""
     if not slow_runs_enabled(pytestconfig):
         pytest.skip("long crash run: pass --run-slow (or set SHIMMIE_RUN_SLOW=1) to run it")
-    run_crash_cycles(backend, tmp_path, kills=20)
+    run_crash_cycles(backend, server_name, tmp_path, kills=20)

@@ -1,8 +1,10 @@
-"""Scale-out (issue 6): example_songs under gunicorn, several workers on one store.
+"""Scale-out (issue 6): example_songs under gunicorn and granian, several workers on one store.
 
-Deployments: PostgreSQL with 3 sync workers; SQLite with 2 sync workers, 2 gthread workers of 4
-threads, and 2 sync workers with ``--preload``. Each test gets a fresh store (a temp file, or a
-schema of its own that is dropped afterwards) and its own gunicorn, always stopped afterwards.
+Deployments under gunicorn: PostgreSQL with 3 sync workers; SQLite with 2 sync workers, 2 gthread
+workers of 4 threads, and 2 sync workers with ``--preload``. Under granian, the recommended server
+(:class:`tests.serving.GranianServer`): PostgreSQL with 3 workers, SQLite with 2. Each test gets a
+fresh store (a temp file, or a schema of its own that is dropped afterwards) and its own server,
+always stopped afterwards.
 
 Requests go out on a new connection each, so the kernel spreads them over the workers; the
 ``X-Served-By`` header (see :func:`tests.serving.songs_app`) tells which worker answered, and the
@@ -23,15 +25,17 @@ from typing import Any
 import pytest
 
 from tests.backends import fresh_store_url, require_backend
+from tests.helpers import require_server
 from tests.serving import (
+    GranianServer,
     GunicornServer,
     HttpClient,
     Reply,
+    SongsServer,
     project,
     replayed_songs,
     request,
     run_threads,
-    serving,
     song_id_from,
     spread,
     stored_events,
@@ -42,9 +46,28 @@ from tests.serving import (
 class Deployment:
     backend: str
     workers: int
+    #: gunicorn's worker class, or ``"granian"`` for granian's workers.
     worker_class: str = "sync"
     threads: int = 1
     preload: bool = False
+
+    @property
+    def server_name(self) -> str:
+        return "granian" if self.worker_class == "granian" else "gunicorn"
+
+    def server(self, store_url: str, tmp_path: Path) -> SongsServer:
+        """The (not started) server of this deployment."""
+        log = tmp_path / f"{self.server_name}.log"
+        if self.worker_class == "granian":
+            return GranianServer(store_url, log, workers=self.workers)
+        return GunicornServer(
+            store_url,
+            log,
+            workers=self.workers,
+            worker_class=self.worker_class,
+            threads=self.threads,
+            preload=self.preload,
+        )
 
 
 DEPLOYMENTS = [
@@ -52,6 +75,10 @@ DEPLOYMENTS = [
     pytest.param(Deployment("sqlite", 2), id="sqlite-2sync"),
     pytest.param(Deployment("sqlite", 2, "gthread", 4), id="sqlite-2gthread4"),
     pytest.param(Deployment("sqlite", 2, preload=True), id="sqlite-2sync-preload"),
+    pytest.param(
+        Deployment("postgresql", 3, "granian"), id="postgresql-3granian", marks=pytest.mark.postgres
+    ),
+    pytest.param(Deployment("sqlite", 2, "granian"), id="sqlite-2granian"),
 ]
 
 
@@ -59,6 +86,7 @@ DEPLOYMENTS = [
 def deployment(request: pytest.FixtureRequest) -> Deployment:
     chosen: Deployment = request.param
     require_backend(chosen.backend)
+    require_server(chosen.server_name)
     return chosen
 
 
@@ -69,15 +97,8 @@ def store_url(deployment: Deployment, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def server(deployment: Deployment, store_url: str, tmp_path: Path) -> Iterator[GunicornServer]:
-    with serving(
-        store_url,
-        tmp_path / "gunicorn.log",
-        workers=deployment.workers,
-        worker_class=deployment.worker_class,
-        threads=deployment.threads,
-        preload=deployment.preload,
-    ) as running:
+def server(deployment: Deployment, store_url: str, tmp_path: Path) -> Iterator[SongsServer]:
+    with deployment.server(store_url, tmp_path) as running:
         running.wait_workers()
         yield running
 
@@ -86,7 +107,7 @@ def new_song(title: str) -> dict[str, Any]:
     return {"title": title, "artist": "The Workers", "year": "2024"}
 
 
-def check_replies(replies: list[Reply], server: GunicornServer) -> None:
+def check_replies(replies: list[Reply], server: SongsServer) -> None:
     """Every reply carries an ``X-Seq-Num`` and names one of the server's workers."""
     workers = server.worker_pids()
     for reply in replies:
@@ -100,7 +121,7 @@ CONTESTED_SONGS = 3
 
 
 def test_concurrent_writes_are_stored_once_and_every_worker_converges(
-    server: GunicornServer, store_url: str
+    server: SongsServer, store_url: str
 ) -> None:
     """Checked (PUT with a version) and unchecked (POST) writes from several threads, spread over
     every worker: each acknowledged write is stored once, each round of PUTs on one version has
@@ -209,7 +230,7 @@ SONGS_PER_READER = 3
 READS = 20
 
 
-def test_read_your_writes_across_workers(server: GunicornServer, store_url: str) -> None:
+def test_read_your_writes_across_workers(server: SongsServer, store_url: str) -> None:
     """POST, then GET the song 20 times with ``X-Seq-Num-Min: <the POST's X-Seq-Num>`` on new
     connections (so other workers answer too): always 200 with the song."""
     workers = server.wait_workers()
@@ -284,7 +305,7 @@ def poll_until_every_worker_shows(
     return seen, replies
 
 
-def test_a_worker_applies_another_workers_event_without_being_asked(server: GunicornServer) -> None:
+def test_a_worker_applies_another_workers_event_without_being_asked(server: SongsServer) -> None:
     """After one POST, every worker shows the song to plain GETs (no ``X-Seq-Num-Min``, no command
     that would catch up) within 5 s: the background follower applied it."""
     workers = server.wait_workers()

@@ -3,7 +3,8 @@
 Each test opens many connections that trickle a request a byte at a time, the way a slowloris
 attack does, while a normal client polls ``/admin/health`` and ``GET /v1/songs/<id>`` on new
 connections. The deployment runs as ``docs/stores.md`` says, on a free 127.0.0.1 port with a SQLite store
-and a short header timeout, in a process group of its own that is always stopped. A control test
+and a short header timeout, in a process group of its own that is always stopped
+(:class:`tests.serving.GranianServer` with example_songs' own app factory). A control test
 runs the same attack against ``gunicorn -c example_songs/gunicorn.conf.py`` alone, to show the
 attack is one that holds up a server whose application threads read the requests.
 """
@@ -11,25 +12,21 @@ attack is one that holds up a server whose application threads read the requests
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import selectors
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from example_songs import serve
-from tests.serving import HOST, child_env, free_port, group_members, request, song_id_from, start_logged
+from tests.helpers import require_server
+from tests.serving import HOST, GranianServer, GunicornServer, SongsServer, request, song_id_from
 
 #: The header timeout the deployment runs with here: short, so that the tests are quick.
 HEADER_TIMEOUT = 1.5
@@ -44,108 +41,41 @@ POLL_SECONDS = 4.0
 POLL_INTERVAL = 0.25
 
 
-# -- the deployment, as a process group ---------------------------------------------------------
+# -- the deployment ------------------------------------------------------------------------------
 
 
-@dataclass
-class Deployment:
-    """One server command on ``127.0.0.1:<port>``, in a process group of its own.
+def store_url(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'songs.db'}"
 
-    :meth:`stop` always leaves no process of the group running.
+
+def warm_up(server: SongsServer) -> None:
+    """Send new connections until every worker most likely answered once.
+
+    Each worker starts its stack on its first request, which is not the latency under test.
     """
-
-    command: Sequence[str]
-    env: Mapping[str, str]
-    log_path: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server; wait until it answers, and warm every worker up."""
-        with self.log_path.open("ab") as log:
-            self.process = start_logged(list(self.command), child_env(self.env), log)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        problem = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise AssertionError(f"the server exited\n{self.log_tail()}")
-            try:
-                reply = request(self.base_url, "GET", "/admin/health", timeout=2.0)
-            except (OSError, http.client.HTTPException) as error:
-                problem = f"{type(error).__name__}: {error}"
-            else:
-                if reply.status == 200:
-                    # New connections reach every worker sooner or later; each starts its stack
-                    # on its first request, which is not the latency under test.
-                    for _ in range(30):
-                        request(self.base_url, "GET", "/v1/songs", timeout=10.0)
-                    return
-                problem = reply.describe()
-            time.sleep(0.1)
-        raise AssertionError(f"the server did not answer within {timeout}s ({problem})\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM the group, SIGKILL what is left after a few seconds, wait until it is gone."""
-        if self.process is None:
-            return
-        pgid = self.process.pid
-        with suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            self.process.wait(8)
-        deadline = time.monotonic() + 10
-        while group_members(pgid) and time.monotonic() < deadline:
-            with suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            time.sleep(0.05)
-        with suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        assert not group_members(pgid), f"processes of group {pgid} survived SIGKILL"
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "--- server log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-def store_env(tmp: Path) -> dict[str, str]:
-    return {"FLASK_SHIMMIE_EVENT_STORE": f"sqlite:///{tmp / 'songs.db'}"}
+    for _ in range(30):
+        request(server.base_url, "GET", "/v1/songs", timeout=10.0)
 
 
 @pytest.fixture(scope="module")
-def recommended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def recommended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GranianServer]:
     """``python -m example_songs.serve`` with the default workers and a short header timeout."""
-    pytest.importorskip("granian", reason='the recommended deployment needs granian (".[serve]")')
+    require_server("granian")
     tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    deployment = Deployment(
-        [sys.executable, "-m", "example_songs.serve"],
-        {**store_env(tmp), "SONGS_BIND": f"{HOST}:{port}", "SONGS_HEADER_TIMEOUT": str(HEADER_TIMEOUT)},
+    deployment = GranianServer(
+        store_url(tmp),
         tmp / "serve.log",
-        port,
+        workers=serve.DEFAULT_WORKERS,
+        header_timeout=HEADER_TIMEOUT,
+        target=serve.TARGET,
     )
-    deployment.start()
-    try:
+    with deployment:
+        warm_up(deployment)
         yield deployment
-    finally:
-        deployment.stop()
 
 
 @pytest.fixture(scope="module")
-def song_path(recommended: Deployment) -> str:
+def song_path(recommended: GranianServer) -> str:
     reply = request(
         recommended.base_url,
         "POST",
@@ -340,7 +270,7 @@ def assert_all_answered(samples: Sequence[Sample]) -> None:
 
 
 def test_slow_headers_neither_hold_up_other_clients_nor_stay_connected(
-    recommended: Deployment, song_path: str
+    recommended: GranianServer, song_path: str
 ) -> None:
     with SlowClients(recommended.port, SLOW_CONNECTIONS, *SLOW_HEADERS) as slow:
         time.sleep(0.5)
@@ -356,7 +286,9 @@ def test_slow_headers_neither_hold_up_other_clients_nor_stay_connected(
     assert not overdue, f"slow connections still open after {HEADER_TIMEOUT}s: {overdue}"
 
 
-def test_connections_that_send_nothing_are_closed_after_the_header_timeout(recommended: Deployment) -> None:
+def test_connections_that_send_nothing_are_closed_after_the_header_timeout(
+    recommended: GranianServer,
+) -> None:
     with SlowClients(recommended.port, 8, *SILENT) as silent:
         waited = HEADER_TIMEOUT + CLOSE_SLACK + 1.0
         deadline = time.monotonic() + waited
@@ -367,7 +299,7 @@ def test_connections_that_send_nothing_are_closed_after_the_header_timeout(recom
     assert all(HEADER_TIMEOUT * 0.8 <= age <= HEADER_TIMEOUT + CLOSE_SLACK for age in closed), sorted(closed)
 
 
-def test_a_kept_alive_connection_is_closed_when_no_request_follows(recommended: Deployment) -> None:
+def test_a_kept_alive_connection_is_closed_when_no_request_follows(recommended: GranianServer) -> None:
     conn = http.client.HTTPConnection(HOST, recommended.port, timeout=HEADER_TIMEOUT + CLOSE_SLACK + 2)
     try:
         conn.request("GET", "/admin/health")
@@ -385,7 +317,7 @@ def test_a_kept_alive_connection_is_closed_when_no_request_follows(recommended: 
     assert HEADER_TIMEOUT * 0.8 <= idle <= HEADER_TIMEOUT + CLOSE_SLACK, f"closed after {idle:.2f}s idle"
 
 
-def test_slow_bodies_do_not_hold_up_other_clients(recommended: Deployment, song_path: str) -> None:
+def test_slow_bodies_do_not_hold_up_other_clients(recommended: GranianServer, song_path: str) -> None:
     with SlowClients(recommended.port, SLOW_CONNECTIONS, *SLOW_BODY):
         time.sleep(0.5)
         samples = poll(recommended.base_url, ["/admin/health", song_path], seconds=POLL_SECONDS)
@@ -401,27 +333,22 @@ def test_gthread_alone_is_held_up_by_slow_headers(tmp_path: Path) -> None:
     Its worker threads read the request headers themselves, with no deadline: once every thread
     holds a slow connection, nothing else is answered. This is what the tests above guard against.
     """
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", "example_songs/gunicorn.conf.py"]
-    command += ["--no-control-socket"]  # gunicorn >= 24: one fixed path per user otherwise
-    deployment = Deployment(
-        command, {**store_env(tmp_path), "SONGS_BIND": f"{HOST}:{port}"}, tmp_path / "gunicorn.log", port
+    deployment = GunicornServer(
+        store_url(tmp_path), tmp_path / "gunicorn.log", workers=3, config="example_songs/gunicorn.conf.py"
     )
-    deployment.start()
-    try:
+    with deployment:
+        warm_up(deployment)
         before = poll(deployment.base_url, ["/admin/health"], seconds=1.0)
         assert_all_answered(before)
-        with SlowClients(port, SLOW_CONNECTIONS, *SLOW_HEADERS) as slow:
+        with SlowClients(deployment.port, SLOW_CONNECTIONS, *SLOW_HEADERS) as slow:
             time.sleep(0.5)
             samples = poll(
                 deployment.base_url, ["/admin/health"], seconds=POLL_SECONDS, stop_at_first_slow=True
             )
-        assert not all(answered_in_time(sample) for sample in samples), (
-            f"gthread answered every request despite {SLOW_CONNECTIONS} slow clients: {summary(samples)}"
-        )
-        assert not slow.closed_after, f"gthread closed slow connections after {slow.closed_after}"
-    finally:
-        deployment.stop()
+    assert not all(answered_in_time(sample) for sample in samples), (
+        f"gthread answered every request despite {SLOW_CONNECTIONS} slow clients: {summary(samples)}"
+    )
+    assert not slow.closed_after, f"gthread closed slow connections after {slow.closed_after}"
 
 
 # -- the launcher's settings --------------------------------------------------------------------

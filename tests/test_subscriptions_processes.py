@@ -11,7 +11,8 @@ the store and reads the journal, the stored rows and the projection's table back
 - SIGKILL after SIGKILL under writes: the projection holds each event exactly once (row count and
   distinct count equal the events), the reactor handled each at least once;
 - SIGTERM: the runner stops cleanly, releases its leases, saves its position;
-- under gunicorn, the web workers' threads: one worker runs them, the others serve the results;
+- under gunicorn and granian, the web workers' threads: one worker runs them, the others serve the
+  results, and SIGTERM releases the leases;
 - PostgreSQL: the runner's connection cut (a TCP proxy between it and the server) while it holds
   the lease: the other process takes over, and the projection still holds each event exactly once.
 
@@ -35,8 +36,8 @@ import pytest
 from flask_shimmie.storage import event_store_from_url
 from flask_shimmie.storage.interface import EventStore, SubscriptionInfo
 from tests.backends import DURABLE_BACKENDS, fresh_store_url, postgres_base_url, require_backend
-from tests.helpers import append_raw, slow_runs_enabled
-from tests.serving import GunicornServer, SubscriptionsRun, request
+from tests.helpers import append_raw, require_server, slow_runs_enabled
+from tests.serving import SERVERS, SubscriptionsRun, request
 from tests.subscription_app import DELAY_ENV, JOURNAL_ENV
 from tests.test_outage import TcpProxy, proxied
 
@@ -285,11 +286,37 @@ def test_the_projection_holds_each_event_once_across_sigkills(
     assert handled == set(range(1, last + 1)), f"seed {seed}: the reactor missed events"
 
 
-def test_gunicorn_workers_run_them_in_one_worker_and_stop_on_sigterm(site: Site) -> None:
-    """example_songs under gunicorn: each worker's thread tries the leases, one works, and SIGTERM
-    (gunicorn's graceful stop) releases them."""
+class LeaseKept(AssertionError):
+    """A subscription's lease is still held after the server's graceful stop."""
+
+
+#: Why granian's graceful stop does not release the leases yet: the runner releases them from an
+#: ``atexit`` handler (``flask_shimmie/runner.py``), and granian's workers are multiprocessing
+#: children, forked on Linux before Python 3.14, which end with ``os._exit()``: no ``atexit``
+#: handler runs (``multiprocessing.util.Finalize`` and ``threading._register_atexit`` ones do).
+LEASES_KEPT_UNDER_GRANIAN = (
+    "flask_shimmie stops the subscription runner from atexit, which granian's forked workers never run "
+    "(they end with os._exit): the leases stay held until SHIMMIE_SUBSCRIPTION_TAKEOVER runs out"
+)
+
+
+@pytest.mark.parametrize(
+    "server_name",
+    [
+        pytest.param("gunicorn", id="gunicorn"),
+        pytest.param(
+            "granian",
+            id="granian",
+            marks=pytest.mark.xfail(raises=LeaseKept, strict=True, reason=LEASES_KEPT_UNDER_GRANIAN),
+        ),
+    ],
+)
+def test_server_workers_run_them_in_one_worker_and_stop_on_sigterm(site: Site, server_name: str) -> None:
+    """example_songs under gunicorn and under granian: each worker's thread tries the leases, one
+    worker works on each subscription, and SIGTERM (the server's graceful stop) releases them."""
+    require_server(server_name)
     env = {"FLASK_SHIMMIE_SUBSCRIPTION_TAKEOVER": str(TAKEOVER)}
-    server = GunicornServer(site.url, site.tmp_path / "gunicorn.log", workers=2, env=env)
+    server = SERVERS[server_name](site.url, site.tmp_path / f"{server_name}.log", workers=2, env=env)
     server.start()
     try:
         workers = server.wait_workers()
@@ -303,13 +330,19 @@ def test_gunicorn_workers_run_them_in_one_worker_and_stop_on_sigterm(site: Site)
             titles = [song["title"] for song in reply.json()] if reply.status == 200 else []
             time.sleep(0.1)
         assert titles == [f"Song {n}" for n in range(5)], server.log_tail()
-        holders = {site.holder_pid("songs-by-artist"), site.holder_pid("notify-new-songs")}
-        assert len(holders) == 1 and holders <= workers, (holders, workers)
+        # Workers that start at once may split the leases between them (they are taken one by
+        # one); each subscription has one holder, a worker of this server.
+        holders = {name: site.holder_pid(name) for name in ("songs-by-artist", "notify-new-songs")}
+        assert set(holders.values()) <= workers, (holders, workers)
     finally:
         server.stop()
-    for name in ("songs-by-artist", "notify-new-songs"):
-        info = site.info(name)
-        assert info is not None and info.runner is None, (name, info, server.log_tail())
+    infos = {name: site.info(name) for name in ("songs-by-artist", "notify-new-songs")}
+    held = {name: info.runner for name, info in infos.items() if info is not None and info.runner}
+    if held:
+        raise LeaseKept(f"still held after SIGTERM: {held}\n{server.log_tail()}")
+    last = site.store.last_sequence_num()
+    for name, info in infos.items():
+        assert info is not None and info.position == last, (name, info, last, server.log_tail())
 
 
 @pytest.mark.postgres
