@@ -21,7 +21,6 @@ only here, and only when the setting is on.
 
 from __future__ import annotations
 
-import atexit
 import glob
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from flask import Blueprint, Flask, Response, current_app, request
 
 from .errors import ConfigurationError
+from .process_exit import at_process_exit
 from .signals import replay_finished
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ class MultiprocessMetrics(LocalMetrics):
         self._histogram: Any = None
         flush = weakref.WeakMethod(self.flush)
         forked = weakref.WeakMethod(self._forked)
-        atexit.register(lambda: _call(flush))
+        at_process_exit(lambda: _call(flush))
         os.register_at_fork(after_in_child=lambda: _call(forked))
 
     def _forked(self) -> None:

@@ -19,7 +19,6 @@ is waited out without holding up the other subscriptions (see
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
@@ -38,6 +37,7 @@ from flask import Flask
 from .dispatch import WILDCARD
 from .errors import UnknownSubscriptionError
 from .events import Event
+from .process_exit import at_process_exit
 from .projections import Projection, ProjectionHandler
 from .relay import OUTAGE_DELAY, OUTAGE_DELAY_MAX, RelaySpec
 from .sinks.base import SinkError
@@ -72,13 +72,13 @@ _runners: weakref.WeakSet[SubscriptionRunner] = weakref.WeakSet()
 
 
 def _stop_every_runner() -> None:
-    # Interpreter exit (a gunicorn worker's end after SIGTERM included): finish the
+    # The process's end (a gunicorn or granian worker's after SIGTERM included): finish the
     # handler in flight, save the position, release the leases.
     for runner in list(_runners):
         runner.stop()
 
 
-atexit.register(_stop_every_runner)
+at_process_exit(_stop_every_runner)
 
 
 class _Interrupted(Exception):

@@ -506,6 +506,22 @@ def test_every_gunicorn_worker_answers_with_the_totals_of_all(
             assert not any(name.endswith(f"_{victim}.db") for name in live), live
 
 
+def _collect_files(env: dict[str, str]) -> str:
+    """What prometheus_client's own collector reads from the multiprocess directory of ``env``."""
+    reader = textwrap.dedent(
+        """
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        print(generate_latest(registry).decode())
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+
+
 def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tmp_path: Path) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
@@ -536,21 +552,50 @@ def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tm
     )
     assert result.returncode == 0, result.stderr
 
-    reader = textwrap.dedent(
-        """
-        from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-        print(generate_latest(registry).decode())
-        """
-    )
-    text = subprocess.run(
-        [sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    samples = parse(text)
+    samples = parse(_collect_files(env))
     assert value(samples, "shimmie_events_appended_total", event_name="E") == 5
     assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
+
+
+def test_a_multiprocessing_workers_counts_reach_the_files_though_it_ends_with_os_exit(tmp_path: Path) -> None:
+    # granian's workers are multiprocessing children: they end with os._exit(), without atexit.
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    script = textwrap.dedent(
+        """
+        import multiprocessing
+        from flask import Flask
+        from flask_shimmie import ShimmieStack
+
+        def work():
+            stack = ShimmieStack()
+            app = Flask("worker")
+            app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True)
+            stack.init_app(app)
+            with app.app_context():
+                for _ in range(4):
+                    stack.record_unchecked_event("worker", "E", {})
+
+        if __name__ == "__main__":
+            worker = multiprocessing.get_context("fork").Process(target=work)
+            worker.start()
+            worker.join(30)
+            assert worker.exitcode == 0, worker.exitcode
+        """
+    )
+    (tmp_path / "workers.py").write_text(script)
+    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "workers.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    samples = parse(_collect_files(env))
+    assert value(samples, "shimmie_events_appended_total", event_name="E") == 4
 
 
 def test_a_scrape_leaves_out_a_file_another_worker_is_creating(tmp_path: Path) -> None:
