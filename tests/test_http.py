@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, fields, validate
-from werkzeug.test import TestResponse
+from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 from flask_shimmie import (
     ANY,
@@ -289,6 +289,40 @@ def post_streamed(client: FlaskClient, path: str, payload: bytes) -> TestRespons
         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
     )
+
+
+class UnreadableInput(io.BytesIO):
+    """A request's input that fails the test when read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise AssertionError("the body of a request that has none was read")
+
+
+def served_without_length(app: Flask, method: str, path: str, body: io.BytesIO, protocol: str) -> int:
+    """The status of ``method path`` with ``body`` as a server ending the input passes it
+    (``wsgi.input_terminated``, as gunicorn and granian do), with no Content-Length or chunking."""
+    builder = EnvironBuilder(path, method=method, input_stream=body, content_type="application/json")
+    environ = builder.get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input_terminated": True, "SERVER_PROTOCOL": protocol})
+    app_iter, status, _ = run_wsgi_app(app, environ)
+    b"".join(app_iter)
+    return int(status.split()[0])
+
+
+def test_an_http1_request_without_length_or_chunking_has_no_body_to_read() -> None:
+    # Reading it would cost a trip into the server (granian: a tenth of a GET); in HTTP/1 a
+    # request with neither header has no body.
+    app, _ = make_app({"SHIMMIE_MAX_REQUEST_SIZE": 64})
+    assert served_without_length(app, "GET", "/things", UnreadableInput(), "HTTP/1.1") == 200
+
+
+def test_an_http2_body_without_content_length_over_the_limit_is_413() -> None:
+    # HTTP/2 carries a body in frames, with no Content-Length or chunking: it is still measured.
+    app, _ = make_app({"SHIMMIE_MAX_REQUEST_SIZE": 64})
+    oversized = io.BytesIO(b'{"name": "small"}' + b" " * 500)
+    assert served_without_length(app, "POST", "/things/t1", oversized, "HTTP/2") == 413
+    assert stored(app) == []
 
 
 def test_streamed_body_within_the_limit_reaches_the_view_without_content_length() -> None:
