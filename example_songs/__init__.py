@@ -50,7 +50,7 @@ stack.mount_processor("Artist Query", "/artists", artist_query)
 def metrics_installed() -> bool:
     """Whether prometheus_client (the ``metrics`` extra) can be imported: then the example serves metrics.
 
-    The quick start installs only the ``openapi`` extra; the example must start with it alone.
+    The quick start installs it (``.[openapi,metrics]``), but the example must start without it.
     """
     return importlib.util.find_spec("prometheus_client") is not None
 
