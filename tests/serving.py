@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -98,6 +99,21 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def run_python(script: str, env: Mapping[str, str] | None = None) -> str:
+    """Run ``script`` (dedented) in a new Python from the repository root, with ``env`` (default:
+    :func:`child_env`); return what it printed, or fail with its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO_ROOT,
+        env=child_env({}) if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @dataclass

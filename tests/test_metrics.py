@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -43,7 +42,7 @@ from flask_shimmie import (  # noqa: E402
 from flask_shimmie.metrics import APPEND_BUCKETS, LocalMetrics  # noqa: E402
 from tests.backends import fresh_store_url, require_backend  # noqa: E402
 from tests.helpers import append_raw  # noqa: E402
-from tests.serving import GunicornServer, Reply, child_env, request, serving  # noqa: E402
+from tests.serving import GunicornServer, Reply, child_env, request, run_python, serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -386,13 +385,7 @@ def test_prometheus_client_is_not_imported_when_metrics_are_off() -> None:
         print(sorted(n for n in sys.modules if n.startswith("prometheus_client")))
         """
     )
-    env = child_env({})
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert run_python(script).strip() == "[]"
 
 
 # -- several worker processes -----------------------------------------------------------------------
@@ -517,9 +510,7 @@ def _collect_files(env: dict[str, str]) -> str:
         print(generate_latest(registry).decode())
         """
     )
-    return subprocess.run(
-        [sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=60, check=True
-    ).stdout
+    return run_python(reader, env)
 
 
 def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tmp_path: Path) -> None:
@@ -547,11 +538,7 @@ def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tm
         """
     )
     env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-
+    run_python(script, env)
     samples = parse(_collect_files(env))
     assert value(samples, "shimmie_events_appended_total", event_name="E") == 5
     assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
@@ -583,17 +570,8 @@ def test_a_multiprocessing_workers_counts_reach_the_files_though_it_ends_with_os
             assert worker.exitcode == 0, worker.exitcode
         """
     )
-    (tmp_path / "workers.py").write_text(script)
     env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    result = subprocess.run(
-        [sys.executable, str(tmp_path / "workers.py")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    run_python(script, env)
     samples = parse(_collect_files(env))
     assert value(samples, "shimmie_events_appended_total", event_name="E") == 4
 
@@ -618,13 +596,9 @@ def test_a_scrape_leaves_out_a_file_another_worker_is_creating(tmp_path: Path) -
         print(reply.get_data(as_text=True))
         """
     )
-    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    status, _, text = result.stdout.partition("\n")
-    assert status == "200", result.stdout + result.stderr
+    out = run_python(script, child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)}))
+    status, _, text = out.partition("\n")
+    assert status == "200", out
     assert value(parse(text), "shimmie_events_appended_total", event_name="E") == 1
 
 

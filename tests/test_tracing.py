@@ -8,8 +8,6 @@ no ``opentelemetry`` at all.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from opentelemetry.trace import StatusCode, Tracer  # noqa: E402
 from flask_shimmie import NO_STREAM, NewEvent, ShimmieStack, StreamVersionError, tracing  # noqa: E402
 from flask_shimmie.storage.interface import REPLAY_CHUNK_SIZE  # noqa: E402
 from tests.backends import fresh_store_url  # noqa: E402
-from tests.serving import child_env  # noqa: E402
+from tests.serving import child_env, run_python  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -262,16 +260,7 @@ def _run(script: str, *, block_opentelemetry: bool = False) -> str:
         prelude += "sys.modules['opentelemetry'] = None\n"
     env = child_env({})
     env.pop("OTEL_PYTHON_TRACER_PROVIDER", None)
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return run_python(prelude + textwrap.dedent(script), env).strip()
 
 
 def test_the_global_tracer_provider_is_found_when_set_after_the_app_started() -> None:
