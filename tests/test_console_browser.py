@@ -322,6 +322,30 @@ def test_a_parked_event_is_retried_from_the_console(page: Console, songs: Songs)
     assert "has no parked events" in page.text_of("#subscriptions")
 
 
+def test_every_parked_event_of_a_subscription_is_retried_at_once_from_the_console(
+    page: Console, songs: Songs
+) -> None:
+    songs.notifier.cured.clear()
+    try:
+        poisoned = [songs.post(POISON, "The Poisoners"), songs.post(POISON, "The Antidotes")]
+        page.open("#/subscriptions")
+        page.sign_in("admin-token")
+        page.wait(lambda: _subscription(page)["parked"] == "2", what="both poison events parked")
+        retry_all = page.find(f'tr.subscription[data-name="{REACTOR}"] button.retry-all')
+        assert retry_all.text == "Retry all parked"  # the reactor parks and goes on: it is not stopped
+        songs.notifier.cured.set()
+        retry_all.click()
+        asked = "2 parked events of notify-new-songs will be tried again"
+        page.wait(lambda: asked in page.text_of("#retry-outcome"))
+        page.wait(lambda: _subscription(page)["parked"] == "0", what="both events handled on retry")
+        assert _subscription(page)["state"] == "active"
+        for song in poisoned:
+            event_id = songs.admin("GET", f"/streams/{song}")["events"][0]["event_id"]
+            assert songs.notifier.sent[event_id].startswith(f"New song: {POISON} by ")
+    finally:
+        songs.notifier.cured.set()
+
+
 @pytest.mark.parametrize("route", ["#/events", "#/tail", "#/subscriptions", "#/event/1", "#/streams/x"])
 def test_a_reader_token_sees_a_forbidden_message(page: Console, route: str) -> None:
     page.open(route)
