@@ -239,9 +239,9 @@ def test_a_connection_lost_while_idle_is_replaced_before_publishing(place: Place
 
 
 @pytest.mark.slow
-def test_a_stalled_broker_is_noticed_by_heartbeats(place: Place) -> None:
-    if not slow_runs_enabled():
-        pytest.skip("takes 6 to 12 s (AMQP heartbeats): set SHIMMIE_RUN_SLOW=1 to run it")
+def test_a_stalled_broker_is_noticed_by_heartbeats(place: Place, pytestconfig: pytest.Config) -> None:
+    if not slow_runs_enabled(pytestconfig):
+        pytest.skip("takes 6 to 12 s (AMQP heartbeats): pass --run-slow (or SHIMMIE_RUN_SLOW=1) to run it")
     with TcpProxy(place.url) as proxy, place.sink(url=proxy.url(place.url), timeout=1) as sink:
         sink.publish(make_events(1))
         proxy.stall()
