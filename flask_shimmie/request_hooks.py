@@ -91,8 +91,8 @@ def enforce_body_limit(limit: int) -> None:
     environ = request.environ
     if "CONTENT_LENGTH" not in environ and "HTTP_TRANSFER_ENCODING" not in environ:
         # No body (most GETs): werkzeug reads none, and in HTTP/1 a request with neither header
-        # has none (RFC 9112, 6.3) even where the server ends the input (``wsgi.input_terminated``);
-        # reading it would still cost a trip into the server (granian: a tenth of a GET).
+        # has none (RFC 9112, 6.3) even where the server ends the input (``wsgi.input_terminated``),
+        # so there is nothing to read and measure.
         http1 = environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1")
         if http1 or not environ.get("wsgi.input_terminated"):
             return

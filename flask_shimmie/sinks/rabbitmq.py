@@ -155,8 +155,8 @@ class RabbitMqSink(Sink):
                     # than its max_message_size); a later publish opens a new one.
                     self._drop(held)
                     raise SinkError(
-                        f"RabbitMQ refused event {event.sequence_num} ({event.event_id}) on {key!r}: "
-                        f"{describe(error)}",
+                        f"RabbitMQ closed the channel over event {event.sequence_num} ({event.event_id}) "
+                        f"on {key!r}: {describe(error)}",
                         event,
                         refused=error.reply_code == PRECONDITION_FAILED,
                     ) from error
