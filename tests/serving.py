@@ -157,14 +157,8 @@ class SubscriptionsRun:
 
     def kill(self) -> None:
         """SIGKILL the process group; return once nothing of it runs."""
-        if self.process is None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(10)
-        deadline = time.monotonic() + 10
-        while group_members(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        if self.process is not None:
+            kill_group(self.process)
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait for the exit; return the exit code."""
@@ -225,6 +219,25 @@ def _gunicorn_has_control_socket() -> bool:
 
 class ServerError(RuntimeError):
     """The server did not start, did not answer, or did not go away; the message has its log."""
+
+
+def kill_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGKILL the process group that ``process`` leads; return once nothing of it runs.
+
+    Raises :class:`ServerError` if some process of the group is still there after ``timeout``.
+    """
+    pgid = process.pid
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            raise ServerError(f"processes of group {pgid} survived SIGKILL: {group_members(pgid)}")
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 _Server = TypeVar("_Server", bound="SongsServer")
@@ -379,20 +392,8 @@ class SongsServer:
         self._kill_group()
 
     def _kill_group(self, timeout: float = 10.0) -> None:
-        if self.process is None:
-            return
-        pgid = self.process.pid
-        with suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        with suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout)
-        deadline = time.monotonic() + timeout
-        while group_members(pgid):
-            if time.monotonic() > deadline:
-                raise ServerError(f"processes of group {pgid} survived SIGKILL: {group_members(pgid)}")
-            with suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            time.sleep(0.02)
+        if self.process is not None:
+            kill_group(self.process, timeout)
 
     def restart(self, timeout: float = 30.0, *, kill: bool = False) -> None:
         """Stop (or SIGKILL) the server and start it again on the same port."""

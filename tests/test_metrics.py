@@ -39,7 +39,7 @@ from flask_shimmie import (  # noqa: E402
     StoreUnavailableError,
     StreamVersionError,
 )
-from flask_shimmie.metrics import APPEND_BUCKETS, LocalMetrics  # noqa: E402
+from flask_shimmie.metrics import APPEND_BUCKETS, MULTIPROC_ENV, LocalMetrics  # noqa: E402
 from tests.backends import fresh_store_url, require_backend  # noqa: E402
 from tests.helpers import append_raw  # noqa: E402
 from tests.serving import GunicornServer, Reply, child_env, request, run_python, serving  # noqa: E402
@@ -499,69 +499,78 @@ def test_every_gunicorn_worker_answers_with_the_totals_of_all(
             assert not any(name.endswith(f"_{victim}.db") for name in live), live
 
 
-def _collect_files(env: dict[str, str]) -> str:
-    """What prometheus_client's own collector reads from the multiprocess directory of ``env``."""
-    reader = textwrap.dedent(
-        """
+#: Run before each script below: ``metrics_app(name, **config)`` is a stack and an app with
+#: metrics on and the admin API at ``/admin``; ``record(stack, app, stream, count)`` appends.
+METRICS_APP = """
+from flask import Flask
+from flask_shimmie import ShimmieStack
+
+def metrics_app(name, **config):
+    stack = ShimmieStack()
+    app = Flask(name)
+    app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True, **config)
+    stack.init_app(app)
+    return stack, app
+
+def record(stack, app, stream, count):
+    with app.app_context():
+        for _ in range(count):
+            stack.record_unchecked_event(stream, "E", {})
+"""
+
+
+@pytest.fixture
+def multiproc_dir(tmp_path: Path) -> Path:
+    """An empty ``PROMETHEUS_MULTIPROC_DIR``."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    return directory
+
+
+def run_with_files(script: str, directory: Path) -> str:
+    """Run :data:`METRICS_APP`, then ``script``, with ``directory`` as ``PROMETHEUS_MULTIPROC_DIR``."""
+    return run_python(METRICS_APP + textwrap.dedent(script), child_env({MULTIPROC_ENV: str(directory)}))
+
+
+def collected(directory: Path) -> Samples:
+    """What prometheus_client's own collector reads from ``directory``."""
+    reader = """
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         print(generate_latest(registry).decode())
         """
-    )
-    return run_python(reader, env)
+    return parse(run_python(reader, child_env({MULTIPROC_ENV: str(directory)})))
 
 
-def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(tmp_path: Path) -> None:
-    directory = tmp_path / "prometheus"
-    directory.mkdir()
-    script = textwrap.dedent(
-        """
+def test_counts_reach_the_files_at_exit_and_a_forked_child_sends_only_its_own(multiproc_dir: Path) -> None:
+    script = """
         import os, sys
-        from flask import Flask
-        from flask_shimmie import ShimmieStack
-        stack = ShimmieStack()
-        app = Flask("writer")
-        app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True)
-        stack.init_app(app)
-        with app.app_context():
-            for _ in range(2):
-                stack.record_unchecked_event("parent", "E", {})
+        stack, app = metrics_app("writer")
+        record(stack, app, "parent", 2)
         child = os.fork()
         if child == 0:
-            with app.app_context():
-                for _ in range(3):
-                    stack.record_unchecked_event("child", "E", {})
+            record(stack, app, "child", 3)
             sys.exit(0)  # no scrape, no follower: only the exit sends the counts
         os.waitpid(child, 0)
         """
-    )
-    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    run_python(script, env)
-    samples = parse(_collect_files(env))
+    run_with_files(script, multiproc_dir)
+    samples = collected(multiproc_dir)
     assert value(samples, "shimmie_events_appended_total", event_name="E") == 5
     assert value(samples, "shimmie_append_seconds_count", store="memory") == 5
 
 
-def test_a_multiprocessing_workers_counts_reach_the_files_though_it_ends_with_os_exit(tmp_path: Path) -> None:
+def test_a_multiprocessing_workers_counts_reach_the_files_though_it_ends_with_os_exit(
+    multiproc_dir: Path,
+) -> None:
     # granian's workers are multiprocessing children: they end with os._exit(), without atexit.
-    directory = tmp_path / "prometheus"
-    directory.mkdir()
-    script = textwrap.dedent(
-        """
+    script = """
         import multiprocessing
-        from flask import Flask
-        from flask_shimmie import ShimmieStack
 
         def work():
-            stack = ShimmieStack()
-            app = Flask("worker")
-            app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True)
-            stack.init_app(app)
-            with app.app_context():
-                for _ in range(4):
-                    stack.record_unchecked_event("worker", "E", {})
+            stack, app = metrics_app("worker")
+            record(stack, app, "worker", 4)
 
         if __name__ == "__main__":
             worker = multiprocessing.get_context("fork").Process(target=work)
@@ -569,34 +578,21 @@ def test_a_multiprocessing_workers_counts_reach_the_files_though_it_ends_with_os
             worker.join(30)
             assert worker.exitcode == 0, worker.exitcode
         """
-    )
-    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    run_python(script, env)
-    samples = parse(_collect_files(env))
-    assert value(samples, "shimmie_events_appended_total", event_name="E") == 4
+    run_with_files(script, multiproc_dir)
+    assert value(collected(multiproc_dir), "shimmie_events_appended_total", event_name="E") == 4
 
 
-def test_a_scrape_leaves_out_a_file_another_worker_is_creating(tmp_path: Path) -> None:
+def test_a_scrape_leaves_out_a_file_another_worker_is_creating(multiproc_dir: Path) -> None:
     # A worker opens its values file, then sizes it: a scrape in between used to answer 500.
-    directory = tmp_path / "prometheus"
-    directory.mkdir()
-    (directory / "counter_999999.db").touch()
-    script = textwrap.dedent(
-        """
-        from flask import Flask
-        from flask_shimmie import ShimmieStack
-        stack = ShimmieStack()
-        app = Flask("scraped")
-        app.config.update(SHIMMIE_ADMIN_URL="/admin", SHIMMIE_METRICS=True, SHIMMIE_METRICS_PUBLIC=True)
-        stack.init_app(app)
-        with app.app_context():
-            stack.record_unchecked_event("s", "E", {})
+    (multiproc_dir / "counter_999999.db").touch()
+    script = """
+        stack, app = metrics_app("scraped", SHIMMIE_METRICS_PUBLIC=True)
+        record(stack, app, "s", 1)
         reply = app.test_client().get("/admin/metrics")
         print(reply.status_code)
         print(reply.get_data(as_text=True))
         """
-    )
-    out = run_python(script, child_env({"PROMETHEUS_MULTIPROC_DIR": str(directory)}))
+    out = run_with_files(script, multiproc_dir)
     status, _, text = out.partition("\n")
     assert status == "200", out
     assert value(parse(text), "shimmie_events_appended_total", event_name="E") == 1

@@ -314,7 +314,8 @@ def test_server_workers_run_them_in_one_worker_and_stop_on_sigterm(site: Site, s
         server.stop()
     infos = {name: site.info(name) for name in ("songs-by-artist", "notify-new-songs")}
     held = {name: info.runner for name, info in infos.items() if info is not None and info.runner}
-    # granian's workers end with os._exit(), where atexit handlers never run.
+    # granian's workers end with os._exit(), where atexit never runs: the runners stop at the
+    # threading shutdown too (flask_shimmie/process_exit.py).
     assert not held, f"still held after SIGTERM: {held}\n{server.log_tail()}"
     last = site.store.last_sequence_num()
     for name, info in infos.items():
